@@ -1,0 +1,26 @@
+//! The errors a caller of the MVCC store acts on.
+//!
+//! Display strings are etcd's own, so the network layer can pass them through.
+
+/// Why a request to the [`Store`](super::Store) was refused. A refused request
+/// changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The requested revision is older than the compaction revision (or, for
+    /// `compact`, not newer than it).
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    /// The requested revision is newer than the current revision.
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// A put with `ignore_value` or `ignore_lease` named a key that does not
+    /// exist.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// The key index points at a revision the revision store does not hold,
+    /// or asked to tombstone a key that is not live. This means the store's
+    /// internal state is inconsistent (corruption); it is never caused by a
+    /// request's contents.
+    #[error("mvcc: revision not found")]
+    RevisionNotFound { main: i64, sub: i64 },
+}

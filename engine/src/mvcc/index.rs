@@ -1,0 +1,124 @@
+//! The ordered map from key to its [`KeyIndex`] (etcd's `treeIndex`).
+//!
+//! Invariant: no key index in the map is empty (compaction removes those).
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::error::Error;
+use super::key_index::{KeyAt, KeyIndex};
+use super::key_range::KeyRange;
+use super::revision::Revision;
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TreeIndex {
+    keys: BTreeMap<Vec<u8>, KeyIndex>,
+}
+
+impl TreeIndex {
+    /// Key indexes whose key lies in `range`, in key order.
+    fn visit<'s>(&'s self, range: KeyRange<'_>) -> impl Iterator<Item = (&'s [u8], &'s KeyIndex)> {
+        range
+            .bounds()
+            .map(|b| self.keys.range::<[u8], _>(b))
+            .into_iter()
+            .flatten()
+            .map(|(k, ki)| (k.as_slice(), ki))
+    }
+
+    pub(crate) fn get(&self, key: &[u8], at_rev: i64) -> Option<KeyAt> {
+        self.keys.get(key)?.get(at_rev)
+    }
+
+    /// Revisions of the keys alive at `at_rev` in `range`, in key order, at
+    /// most `limit` of them (`0` = all), plus the uncapped number of such keys.
+    pub(crate) fn revisions(
+        &self,
+        range: KeyRange<'_>,
+        at_rev: i64,
+        limit: usize,
+    ) -> (Vec<Revision>, usize) {
+        let mut revs = Vec::new();
+        let mut total = 0;
+        for (_, ki) in self.visit(range) {
+            if let Some(at) = ki.get(at_rev) {
+                if limit == 0 || revs.len() < limit {
+                    revs.push(at.modified);
+                }
+                total += 1;
+            }
+        }
+        (revs, total)
+    }
+
+    /// Number of keys alive at `at_rev` in `range`.
+    pub(crate) fn count(&self, range: KeyRange<'_>, at_rev: i64) -> usize {
+        self.visit(range)
+            .filter(|(_, ki)| ki.get(at_rev).is_some())
+            .count()
+    }
+
+    /// Keys alive at `at_rev` in `range`, in key order.
+    pub(crate) fn keys(&self, range: KeyRange<'_>, at_rev: i64) -> Vec<Vec<u8>> {
+        self.visit(range)
+            .filter(|(_, ki)| ki.get(at_rev).is_some())
+            .map(|(k, _)| k.to_vec())
+            .collect()
+    }
+
+    pub(crate) fn put(&mut self, key: &[u8], rev: Revision) -> Result<(), Error> {
+        match self.keys.get_mut(key) {
+            Some(ki) => ki.put(rev),
+            None => {
+                let mut ki = KeyIndex::new();
+                ki.put(rev)?;
+                self.keys.insert(key.to_vec(), ki);
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn tombstone(&mut self, key: &[u8], rev: Revision) -> Result<(), Error> {
+        match self.keys.get_mut(key) {
+            Some(ki) => ki.tombstone(rev),
+            None => Err(Error::RevisionNotFound {
+                main: rev.main,
+                sub: rev.sub,
+            }),
+        }
+    }
+
+    /// A copy of one key's index, for undoing a failed write.
+    pub(crate) fn snapshot(&self, key: &[u8]) -> Option<KeyIndex> {
+        self.keys.get(key).cloned()
+    }
+
+    /// Puts back a copy taken by [`TreeIndex::snapshot`].
+    pub(crate) fn restore(&mut self, key: Vec<u8>, saved: Option<KeyIndex>) {
+        match saved {
+            Some(ki) => {
+                self.keys.insert(key, ki);
+            }
+            None => {
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    /// Compacts every key index at `at_rev`, drops the ones left empty and
+    /// returns the revisions `<= at_rev` that are still referenced; every
+    /// other revision `<= at_rev` is now garbage.
+    pub(crate) fn compact(&mut self, at_rev: i64) -> HashSet<Revision> {
+        let mut keep = HashSet::new();
+        self.keys.retain(|_, ki| {
+            ki.compact(at_rev);
+            keep.extend(ki.revisions().filter(|r| r.main <= at_rev));
+            !ki.is_empty()
+        });
+        keep
+    }
+
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &KeyIndex)> {
+        self.keys.iter()
+    }
+}

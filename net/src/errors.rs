@@ -1,0 +1,69 @@
+//! The one place where layer errors become etcd's gRPC statuses. Codes and
+//! strings are etcd v3.5's (api/v3rpc/rpctypes/error.go); clients map the
+//! strings back to typed errors, so they must match byte for byte.
+
+use crate::grpc::{Code, Status};
+
+fn s(code: Code, msg: &str) -> Status {
+    Status::new(code, msg)
+}
+
+pub fn empty_key() -> Status {
+    s(Code::INVALID_ARGUMENT, "etcdserver: key is not provided")
+}
+pub fn key_not_found() -> Status {
+    s(Code::INVALID_ARGUMENT, "etcdserver: key not found")
+}
+pub fn value_provided() -> Status {
+    s(Code::INVALID_ARGUMENT, "etcdserver: value is provided")
+}
+pub fn lease_provided() -> Status {
+    s(Code::INVALID_ARGUMENT, "etcdserver: lease is provided")
+}
+pub fn too_many_ops() -> Status {
+    s(
+        Code::INVALID_ARGUMENT,
+        "etcdserver: too many operations in txn request",
+    )
+}
+pub fn duplicate_key() -> Status {
+    s(
+        Code::INVALID_ARGUMENT,
+        "etcdserver: duplicate key given in txn request",
+    )
+}
+pub fn compacted() -> Status {
+    s(
+        Code::OUT_OF_RANGE,
+        "etcdserver: mvcc: required revision has been compacted",
+    )
+}
+pub fn future_rev() -> Status {
+    s(
+        Code::OUT_OF_RANGE,
+        "etcdserver: mvcc: required revision is a future revision",
+    )
+}
+pub fn lease_not_found() -> Status {
+    s(Code::NOT_FOUND, "etcdserver: requested lease not found")
+}
+pub fn request_too_large() -> Status {
+    s(Code::INVALID_ARGUMENT, "etcdserver: request is too large")
+}
+pub fn stopped() -> Status {
+    s(Code::UNAVAILABLE, "etcdserver: server stopped")
+}
+
+/// Maps an apply-layer error to etcd's status.
+pub fn status_of(e: &raftcore::Error) -> Status {
+    use engine::mvcc::Error as M;
+    match e {
+        raftcore::Error::Mvcc(M::Compacted) => compacted(),
+        raftcore::Error::Mvcc(M::FutureRevision) => future_rev(),
+        raftcore::Error::Mvcc(M::KeyNotFound) => key_not_found(),
+        raftcore::Error::LeaseNotFound => lease_not_found(),
+        raftcore::Error::Stopped => stopped(),
+        #[allow(unreachable_patterns)]
+        other => Status::new(Code::UNKNOWN, other.to_string()),
+    }
+}

@@ -1,0 +1,12 @@
+//! ferrocd's network layer: HTTP/2, our own gRPC layer, the etcd services and
+//! the client used by the tools. Knows nothing of pages or fsync: it talks to
+//! the cluster through `raftcore`.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod errors;
+pub mod grpc;
+pub mod kv;
+pub mod pb;
+pub mod server;
+pub mod shutdown;

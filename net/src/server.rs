@@ -1,0 +1,156 @@
+//! The client-port server: one glommio executor per core (a setting), each
+//! with its own SO_REUSEPORT listener per client URL, serving the etcd
+//! services through our gRPC layer.
+//!
+//! Shutdown: the caller flips `stop` (from a SIGTERM/SIGINT handler); each
+//! executor notices within `STOP_POLL`, stops accepting, sends GOAWAY on every
+//! connection and waits for in-flight calls up to the grace time.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::net::TcpListener;
+use glommio::timer::sleep;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::grpc::server::{serve_connection, ServerConfig};
+use crate::grpc::Router;
+use crate::kv::{self, KvLimits};
+use crate::shutdown::Trigger;
+use raftcore::Node;
+
+/// How often an executor checks the process-wide stop flag. Signal handlers
+/// cannot wake a glommio executor directly; 100 ms bounds shutdown latency.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Everything needed to serve clients.
+pub struct ServeOptions {
+    pub client_addrs: Vec<SocketAddr>,
+    /// Executor threads (one listener each per address).
+    pub executors: usize,
+    pub grpc: ServerConfig,
+    pub kv: KvLimits,
+    pub node: Arc<Node>,
+    /// Called once, when every executor listens on every address.
+    pub on_ready: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// Checks that each address is free before the SO_REUSEPORT listeners are
+/// made (with SO_REUSEPORT alone a second server would silently share the
+/// port instead of failing like etcd does).
+fn probe_addrs(addrs: &[SocketAddr]) -> io::Result<()> {
+    for a in addrs {
+        let l = std::net::TcpListener::bind(a)
+            .map_err(|e| io::Error::new(e.kind(), format!("listen tcp {a}: bind: {e}")))?;
+        drop(l);
+    }
+    Ok(())
+}
+
+/// Runs the server until `stop` is set and all connections are drained.
+pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
+    probe_addrs(&opts.client_addrs)?;
+    let n = opts.executors.max(1);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let ServeOptions {
+        client_addrs,
+        grpc,
+        kv,
+        node,
+        on_ready,
+        ..
+    } = opts;
+    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(n, None))
+        .name("ferrocd")
+        // No DMA file I/O on these executors yet; keep the locked memory
+        // small so no memlock limit needs raising.
+        .io_memory(256 << 10)
+        .on_all_shards(move || async move {
+            let mut router = Router::new();
+            kv::register(&mut router, node.clone(), kv.clone());
+            let router = Rc::new(router);
+            let cfg = Rc::new(grpc.clone());
+            let shutdown = Trigger::new();
+            let live = Rc::new(Cell::new(0usize));
+
+            let mut listeners = Vec::new();
+            for a in &client_addrs {
+                listeners.push(TcpListener::bind(*a)?);
+            }
+            if ready.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                on_ready();
+            }
+            // Watch the process-wide stop flag.
+            {
+                let shutdown = shutdown.clone();
+                let stop = stop.clone();
+                glommio::spawn_local(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        sleep(STOP_POLL).await;
+                    }
+                    shutdown.fire();
+                })
+                .detach();
+            }
+            let mut accept_tasks = Vec::new();
+            for l in listeners {
+                let (router, cfg, shutdown, live) =
+                    (router.clone(), cfg.clone(), shutdown.clone(), live.clone());
+                accept_tasks.push(glommio::spawn_local(async move {
+                    loop {
+                        let next = future::or(async { Some(l.accept().await) }, async {
+                            shutdown.wait().await;
+                            None
+                        })
+                        .await;
+                        match next {
+                            None => break,
+                            Some(Ok(stream)) => {
+                                live.set(live.get() + 1);
+                                let (router, cfg, shutdown, live) =
+                                    (router.clone(), cfg.clone(), shutdown.clone(), live.clone());
+                                glommio::spawn_local(async move {
+                                    serve_connection(stream, router, cfg, shutdown).await;
+                                    live.set(live.get() - 1);
+                                })
+                                .detach();
+                            }
+                            // EMFILE and friends: back off instead of spinning.
+                            Some(Err(_)) => sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                }));
+            }
+            for t in accept_tasks {
+                t.await;
+            }
+            // Drain: connections close once their calls finish (bounded by
+            // the grace time inside serve_connection).
+            let give_up = grpc.shutdown_grace + Duration::from_secs(1);
+            let _ = future::or(
+                async {
+                    while live.get() > 0 {
+                        sleep(Duration::from_millis(20)).await;
+                    }
+                },
+                async { sleep(give_up).await },
+            )
+            .await;
+            Ok::<(), io::Error>(())
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    for r in handles.join_all() {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        }
+    }
+    Ok(())
+}
