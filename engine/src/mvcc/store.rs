@@ -168,7 +168,8 @@ impl Store {
     /// appear. Fails with [`Error::Compacted`] if `rev` is below the
     /// compaction revision (as etcd's watch does: starting exactly at the
     /// compaction revision is allowed, but history there is partial: deletes
-    /// at that revision are gone). `prev_kv` is the key as of revision
+    /// at that revision are gone). Before any compaction etcd's compaction
+    /// revision is -1, so only `rev < -1` fails then. `prev_kv` is the key as of revision
     /// `mod_revision - 1` when that is still readable.
     pub fn events_since(
         &self,

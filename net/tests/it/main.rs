@@ -1,0 +1,6 @@
+//! Black-box tests of the client port: an in-process server (the same
+//! `net::server::run` the ferrocd binary uses) driven over real sockets.
+
+mod bad_input;
+mod python_client;
+mod support;
