@@ -100,9 +100,6 @@ impl KeyIndex {
                 sub: rev.sub,
             });
         }
-        if self.generations.is_empty() {
-            self.generations.push(Generation::default());
-        }
         let g = self.last_generation_mut();
         if g.revs.is_empty() {
             g.created = rev;

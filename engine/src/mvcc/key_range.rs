@@ -9,6 +9,9 @@
 
 use std::ops::Bound;
 
+/// Start and end bounds over byte-string keys.
+pub(crate) type Bounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum KeyRange<'a> {
     /// Selects nothing.
@@ -46,7 +49,7 @@ impl<'a> KeyRange<'a> {
     /// The bounds to hand to an ordered map's `range`; `None` when nothing is
     /// selected. The bounds never make `BTreeMap::range` panic: the start is
     /// always included and, when an end exists, it is not below the start.
-    pub(crate) fn bounds(&self) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+    pub(crate) fn bounds(&self) -> Option<Bounds<'a>> {
         match *self {
             KeyRange::Empty => None,
             KeyRange::Single(key) => Some((Bound::Included(key), Bound::Included(key))),

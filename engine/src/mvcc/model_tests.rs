@@ -1,1 +1,626 @@
+//! Model-based property test: random sequences of put / delete / txn /
+//! compact / range run against both the [`Store`] and a deliberately naive
+//! model that keeps a full snapshot of the key space per revision. Every
+//! response (or error) must match, and after every step every readable
+//! revision must read back exactly the model's snapshot, along with the
+//! history replayed by `events_since`.
 
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+type Snapshot = BTreeMap<Vec<u8>, KeyValue>;
+
+const KEYS: &[&[u8]] = &[b"a", b"b", b"ba", b"c", b"d"];
+const ENDS: &[&[u8]] = &[b"", b"", b"\0", b"\0", b"a", b"b", b"bb", b"c", b"e"];
+const VALUES: &[&[u8]] = &[b"", b"x", b"y", b"zz"];
+
+fn in_range(key: &[u8], end: &[u8], k: &[u8]) -> bool {
+    if end.is_empty() {
+        k == key
+    } else if end == [0] {
+        k >= key
+    } else {
+        k >= key && k < end
+    }
+}
+
+/// One change inside a model write, in application order.
+#[derive(Clone, Debug)]
+struct Change {
+    kind: EventKind,
+    kv: KeyValue,
+}
+
+struct Model {
+    /// `snaps[r]` is the key space at revision `r`; `snaps[0]` is unused.
+    snaps: Vec<Snapshot>,
+    /// etcd's raw compaction revision: -1 until the first compaction.
+    compacted: i64,
+    /// Changes per main revision.
+    history: BTreeMap<i64, Vec<Change>>,
+}
+
+/// A write in progress: a working copy of the key space.
+struct Work {
+    cur: i64,
+    snap: Snapshot,
+    changes: Vec<Change>,
+}
+
+impl Work {
+    fn header(&self) -> i64 {
+        if self.changes.is_empty() {
+            self.cur
+        } else {
+            self.cur + 1
+        }
+    }
+}
+
+impl Model {
+    fn new() -> Model {
+        Model {
+            snaps: vec![Snapshot::new(), Snapshot::new()],
+            compacted: -1,
+            history: BTreeMap::new(),
+        }
+    }
+
+    fn cur(&self) -> i64 {
+        self.snaps.len() as i64 - 1
+    }
+
+    fn snap(&self, rev: i64) -> &Snapshot {
+        &self.snaps[rev as usize]
+    }
+
+    fn work(&self) -> Work {
+        Work {
+            cur: self.cur(),
+            snap: self.snap(self.cur()).clone(),
+            changes: Vec::new(),
+        }
+    }
+
+    fn commit(&mut self, w: Work) {
+        if !w.changes.is_empty() {
+            self.history.insert(w.cur + 1, w.changes);
+            self.snaps.push(w.snap);
+        }
+    }
+
+    fn range_in(&self, w: &Work, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        let header = w.header();
+        if req.revision > header {
+            return Err(Error::FutureRevision);
+        }
+        let snap = if req.revision <= 0 || req.revision == header {
+            &w.snap
+        } else {
+            if req.revision < self.compacted {
+                return Err(Error::Compacted);
+            }
+            self.snap(req.revision)
+        };
+        let mut kvs: Vec<KeyValue> = snap
+            .values()
+            .filter(|kv| in_range(&req.key, &req.range_end, &kv.key))
+            .cloned()
+            .collect();
+        let count = kvs.len() as i64;
+        if req.count_only {
+            kvs.clear();
+        }
+        // etcd's quirk: without a sort order or filters only the first
+        // `limit + 1` keys (in key order) are fetched, even when a sort
+        // target is given.
+        let unfiltered = req.min_mod_revision == 0
+            && req.max_mod_revision == 0
+            && req.min_create_revision == 0
+            && req.max_create_revision == 0;
+        if req.sort_order == SortOrder::None && unfiltered && req.limit > 0 {
+            kvs.truncate(req.limit as usize + 1);
+        }
+        kvs.retain(|kv| {
+            (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+                && (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+                && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+                && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+        });
+        let field = |kv: &KeyValue| -> (i64, Vec<u8>) {
+            match req.sort_target {
+                SortTarget::Key => (0, kv.key.clone()),
+                SortTarget::Version => (kv.version, Vec::new()),
+                SortTarget::Create => (kv.create_revision, Vec::new()),
+                SortTarget::Mod => (kv.mod_revision, Vec::new()),
+                SortTarget::Value => (0, kv.value.clone()),
+            }
+        };
+        match req.sort_order {
+            SortOrder::Descend => kvs.sort_by_key(|kv| std::cmp::Reverse(field(kv))),
+            _ => kvs.sort_by_key(field),
+        }
+        let mut more = false;
+        if req.limit > 0 && kvs.len() as i64 > req.limit {
+            kvs.truncate(req.limit as usize);
+            more = true;
+        }
+        if req.keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value.clear());
+        }
+        Ok(RangeResponse {
+            kvs,
+            more,
+            count,
+            revision: header,
+        })
+    }
+
+    fn put_in(&self, w: &mut Work, req: &PutRequest) -> Result<PutResponse, Error> {
+        let prev = w.snap.get(&req.key).cloned();
+        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+            return Err(Error::KeyNotFound);
+        }
+        let new_rev = w.cur + 1;
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision: prev.as_ref().map_or(new_rev, |p| p.create_revision),
+            mod_revision: new_rev,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            value: match (&prev, req.ignore_value) {
+                (Some(p), true) => p.value.clone(),
+                _ => req.value.clone(),
+            },
+            lease: match (&prev, req.ignore_lease) {
+                (Some(p), true) => p.lease,
+                _ => req.lease,
+            },
+        };
+        w.snap.insert(req.key.clone(), kv.clone());
+        w.changes.push(Change {
+            kind: EventKind::Put,
+            kv,
+        });
+        Ok(PutResponse {
+            prev_kv: if req.prev_kv { prev } else { None },
+            revision: new_rev,
+        })
+    }
+
+    fn delete_in(&self, w: &mut Work, req: &DeleteRangeRequest) -> DeleteRangeResponse {
+        let doomed: Vec<KeyValue> = w
+            .snap
+            .values()
+            .filter(|kv| in_range(&req.key, &req.range_end, &kv.key))
+            .cloned()
+            .collect();
+        for kv in &doomed {
+            w.snap.remove(&kv.key);
+            w.changes.push(Change {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: kv.key.clone(),
+                    mod_revision: w.cur + 1,
+                    ..KeyValue::default()
+                },
+            });
+        }
+        DeleteRangeResponse {
+            deleted: doomed.len() as i64,
+            prev_kvs: if req.prev_kv { doomed } else { Vec::new() },
+            revision: w.header(),
+        }
+    }
+
+    fn compare(&self, c: &Compare) -> bool {
+        let kvs: Vec<&KeyValue> = self
+            .snap(self.cur())
+            .values()
+            .filter(|kv| in_range(&c.key, &c.range_end, &kv.key))
+            .collect();
+        let zero = KeyValue::default();
+        let kvs = if kvs.is_empty() {
+            if matches!(c.target, CompareTarget::Value(_)) {
+                return false;
+            }
+            vec![&zero]
+        } else {
+            kvs
+        };
+        kvs.iter().all(|kv| {
+            let ord = match &c.target {
+                CompareTarget::Version(v) => kv.version.cmp(v),
+                CompareTarget::Create(v) => kv.create_revision.cmp(v),
+                CompareTarget::Mod(v) => kv.mod_revision.cmp(v),
+                CompareTarget::Value(v) => kv.value.cmp(v),
+                CompareTarget::Lease(v) => kv.lease.cmp(v),
+            };
+            match c.result {
+                CompareResult::Equal => ord == std::cmp::Ordering::Equal,
+                CompareResult::NotEqual => ord != std::cmp::Ordering::Equal,
+                CompareResult::Greater => ord == std::cmp::Ordering::Greater,
+                CompareResult::Less => ord == std::cmp::Ordering::Less,
+            }
+        })
+    }
+
+    fn branch<'r>(&self, req: &'r TxnRequest) -> (bool, &'r [RequestOp]) {
+        if req.compare.iter().all(|c| self.compare(c)) {
+            (true, &req.success)
+        } else {
+            (false, &req.failure)
+        }
+    }
+
+    fn check_puts(&self, req: &TxnRequest) -> Result<(), Error> {
+        for op in self.branch(req).1 {
+            match op {
+                RequestOp::Put(p)
+                    if (p.ignore_value || p.ignore_lease)
+                        && !self.snap(self.cur()).contains_key(&p.key) =>
+                {
+                    return Err(Error::KeyNotFound);
+                }
+                RequestOp::Txn(t) => self.check_puts(t)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_ranges(&self, req: &TxnRequest) -> Result<(), Error> {
+        for op in self.branch(req).1 {
+            match op {
+                RequestOp::Range(r) if r.revision != 0 => {
+                    if r.revision > self.cur() {
+                        return Err(Error::FutureRevision);
+                    }
+                    if r.revision < self.compacted {
+                        return Err(Error::Compacted);
+                    }
+                }
+                RequestOp::Txn(t) => self.check_ranges(t)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_in(&self, w: &mut Work, req: &TxnRequest) -> Result<TxnResponse, Error> {
+        let (succeeded, ops) = self.branch(req);
+        let mut responses = Vec::new();
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(r) => ResponseOp::Range(self.range_in(w, r)?),
+                RequestOp::Put(p) => ResponseOp::Put(self.put_in(w, p)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_in(w, d)),
+                RequestOp::Txn(t) => ResponseOp::Txn(self.apply_in(w, t)?),
+            });
+        }
+        Ok(TxnResponse {
+            succeeded,
+            responses,
+            revision: 0,
+        })
+    }
+
+    fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        self.range_in(&self.work(), req)
+    }
+
+    fn put(&mut self, req: &PutRequest) -> Result<PutResponse, Error> {
+        let mut w = self.work();
+        let resp = self.put_in(&mut w, req)?;
+        self.commit(w);
+        Ok(resp)
+    }
+
+    fn delete_range(&mut self, req: &DeleteRangeRequest) -> DeleteRangeResponse {
+        let mut w = self.work();
+        let resp = self.delete_in(&mut w, req);
+        self.commit(w);
+        resp
+    }
+
+    fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, Error> {
+        self.check_puts(req)?;
+        self.check_ranges(req)?;
+        let mut w = self.work();
+        let mut resp = self.apply_in(&mut w, req)?;
+        resp.revision = w.header();
+        self.commit(w);
+        Ok(resp)
+    }
+
+    fn compact(&mut self, rev: i64) -> Result<CompactResponse, Error> {
+        if rev <= self.compacted {
+            return Err(Error::Compacted);
+        }
+        if rev > self.cur() {
+            return Err(Error::FutureRevision);
+        }
+        self.compacted = rev;
+        Ok(CompactResponse {
+            revision: self.cur(),
+        })
+    }
+
+    /// History from `rev` on; only meaningful for `rev` above the
+    /// compaction revision.
+    fn events_since(&self, rev: i64) -> Vec<Event> {
+        self.history
+            .range(rev..)
+            .flat_map(|(main, changes)| {
+                changes.iter().map(move |c| Event {
+                    kind: c.kind,
+                    kv: c.kv.clone(),
+                    prev_kv: self.snap(main - 1).get(&c.kv.key).cloned(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A generated step. Range revisions are generated as selectors and mapped
+/// onto the revisions that exist when the step runs (see `resolve`).
+#[derive(Clone, Debug)]
+enum Step {
+    Put(PutRequest),
+    Delete(DeleteRangeRequest),
+    Range(RangeRequest),
+    Txn(TxnRequest),
+    Compact(u32),
+}
+
+/// Maps a selector onto `-1 ..= cur + 1` (a quarter of them onto 0, the
+/// current revision), so reads hit past, present, future and compacted
+/// revisions alike.
+fn resolve(sel: i64, cur: i64) -> i64 {
+    if sel % 4 == 0 {
+        0
+    } else {
+        sel % (cur + 3) - 1
+    }
+}
+
+fn resolve_ops(ops: &mut [RequestOp], cur: i64) {
+    for op in ops {
+        match op {
+            RequestOp::Range(r) => r.revision = resolve(r.revision, cur),
+            RequestOp::Txn(t) => {
+                resolve_ops(&mut t.success, cur);
+                resolve_ops(&mut t.failure, cur);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop::sample::select(KEYS).prop_map(|k| k.to_vec())
+}
+
+fn end() -> impl Strategy<Value = Vec<u8>> {
+    prop::sample::select(ENDS).prop_map(|e| e.to_vec())
+}
+
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    prop::sample::select(VALUES).prop_map(|v| v.to_vec())
+}
+
+fn small_filter() -> impl Strategy<Value = i64> {
+    prop_oneof![10 => Just(0i64), 1 => 1i64..12]
+}
+
+fn put_req() -> impl Strategy<Value = PutRequest> {
+    (
+        key(),
+        value(),
+        0i64..3,
+        any::<bool>(),
+        prop::bool::weighted(0.15),
+        prop::bool::weighted(0.15),
+    )
+        .prop_map(
+            |(key, value, lease, prev_kv, ignore_value, ignore_lease)| PutRequest {
+                key,
+                value,
+                lease,
+                prev_kv,
+                ignore_value,
+                ignore_lease,
+            },
+        )
+}
+
+fn delete_req() -> impl Strategy<Value = DeleteRangeRequest> {
+    (key(), end(), any::<bool>()).prop_map(|(key, range_end, prev_kv)| DeleteRangeRequest {
+        key,
+        range_end,
+        prev_kv,
+    })
+}
+
+fn range_req() -> impl Strategy<Value = RangeRequest> {
+    (
+        (key(), end(), -1i64..4, 0i64..1000),
+        (
+            0i32..3,
+            0i32..5,
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.2),
+        ),
+        (
+            small_filter(),
+            small_filter(),
+            small_filter(),
+            small_filter(),
+        ),
+    )
+        .prop_map(
+            |((key, range_end, limit, revision), (order, target, keys_only, count_only), f)| {
+                RangeRequest {
+                    key,
+                    range_end,
+                    limit,
+                    revision,
+                    sort_order: SortOrder::try_from(order).unwrap_or_default(),
+                    sort_target: SortTarget::try_from(target).unwrap_or_default(),
+                    keys_only,
+                    count_only,
+                    min_mod_revision: f.0,
+                    max_mod_revision: f.1,
+                    min_create_revision: f.2,
+                    max_create_revision: f.3,
+                }
+            },
+        )
+}
+
+fn compare() -> impl Strategy<Value = Compare> {
+    let target = prop_oneof![
+        (0i64..3).prop_map(CompareTarget::Version),
+        (0i64..10).prop_map(CompareTarget::Create),
+        (0i64..10).prop_map(CompareTarget::Mod),
+        value().prop_map(CompareTarget::Value),
+        (0i64..3).prop_map(CompareTarget::Lease),
+    ];
+    let cmp_end = prop_oneof![3 => Just(Vec::new()), 1 => end()];
+    (key(), cmp_end, 0i32..4, target).prop_map(|(key, range_end, result, target)| Compare {
+        result: CompareResult::try_from(result).unwrap_or_default(),
+        target,
+        key,
+        range_end,
+    })
+}
+
+fn request_op() -> impl Strategy<Value = RequestOp> {
+    let leaf = prop_oneof![
+        3 => put_req().prop_map(RequestOp::Put),
+        2 => delete_req().prop_map(RequestOp::DeleteRange),
+        2 => range_req().prop_map(RequestOp::Range),
+    ];
+    leaf.prop_recursive(2, 12, 4, |inner| {
+        (
+            prop::collection::vec(compare(), 0..3),
+            prop::collection::vec(inner.clone(), 0..4),
+            prop::collection::vec(inner, 0..3),
+        )
+            .prop_map(|(compare, success, failure)| {
+                RequestOp::Txn(TxnRequest {
+                    compare,
+                    success,
+                    failure,
+                })
+            })
+    })
+}
+
+fn txn_req() -> impl Strategy<Value = TxnRequest> {
+    (
+        prop::collection::vec(compare(), 0..3),
+        prop::collection::vec(request_op(), 0..5),
+        prop::collection::vec(request_op(), 0..4),
+    )
+        .prop_map(|(compare, success, failure)| TxnRequest {
+            compare,
+            success,
+            failure,
+        })
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => put_req().prop_map(Step::Put),
+        2 => delete_req().prop_map(Step::Delete),
+        3 => range_req().prop_map(Step::Range),
+        3 => txn_req().prop_map(Step::Txn),
+        1 => any::<u32>().prop_map(Step::Compact),
+    ]
+}
+
+fn run_step(store: &mut Store, model: &mut Model, step: &Step) -> Result<(), TestCaseError> {
+    let cur = model.cur();
+    match step.clone() {
+        Step::Put(req) => prop_assert_eq!(store.put(&req), model.put(&req)),
+        Step::Delete(req) => {
+            prop_assert_eq!(store.delete_range(&req), Ok(model.delete_range(&req)))
+        }
+        Step::Range(mut req) => {
+            req.revision = resolve(req.revision, cur);
+            prop_assert_eq!(store.range(&req), model.range(&req));
+        }
+        Step::Txn(mut req) => {
+            resolve_ops(&mut req.success, cur);
+            resolve_ops(&mut req.failure, cur);
+            prop_assert_eq!(store.txn(&req), model.txn(&req));
+        }
+        Step::Compact(sel) => {
+            let rev = i64::from(sel) % (cur + 3) - 1;
+            prop_assert_eq!(store.compact(rev), model.compact(rev));
+        }
+    }
+    Ok(())
+}
+
+/// The whole observable state: revisions, every readable snapshot, history.
+fn check_state(store: &Store, model: &Model) -> Result<(), TestCaseError> {
+    store.assert_invariants();
+    let cur = model.cur();
+    prop_assert_eq!(store.current_revision(), cur);
+    prop_assert_eq!(store.compact_revision(), model.compacted.max(0));
+    let all = |revision| RangeRequest {
+        key: Vec::new(),
+        range_end: vec![0],
+        revision,
+        ..RangeRequest::default()
+    };
+    for rev in model.compacted.max(1)..=cur {
+        let got = store.range(&all(rev));
+        let want: Vec<KeyValue> = model.snap(rev).values().cloned().collect();
+        let count = want.len() as i64;
+        prop_assert_eq!(
+            got,
+            Ok(RangeResponse {
+                kvs: want,
+                more: false,
+                count,
+                revision: cur,
+            }),
+            "snapshot at revision {}",
+            rev
+        );
+    }
+    if model.compacted > 1 {
+        prop_assert_eq!(
+            store.range(&all(model.compacted - 1)),
+            Err(Error::Compacted)
+        );
+    }
+    prop_assert_eq!(store.range(&all(cur + 1)), Err(Error::FutureRevision));
+    for rev in (model.compacted + 1).max(1)..=cur + 1 {
+        prop_assert_eq!(
+            store.events_since(rev, b"", b"\0"),
+            Ok(model.events_since(rev)),
+            "events since {}",
+            rev
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    // 256 cases by default; set PROPTEST_CASES for a longer soak.
+    #[test]
+    fn store_matches_snapshot_model(steps in prop::collection::vec(step(), 1..40)) {
+        let mut store = Store::new();
+        let mut model = Model::new();
+        for step in &steps {
+            run_step(&mut store, &mut model, step)?;
+            check_state(&store, &model)?;
+        }
+    }
+}

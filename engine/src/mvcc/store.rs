@@ -96,7 +96,9 @@ impl Store {
     /// * The min/max mod/create filters (each off when 0) drop kvs outside
     ///   them; then kvs are sorted (a non-key target without an order sorts
     ///   ascending; ties keep key order); then `limit > 0` truncates and sets
-    ///   `more`. `keys_only` clears values.
+    ///   `more`. `keys_only` clears values. Without an explicit sort order or
+    ///   a filter only the first `limit + 1` keys are read, so a sort target
+    ///   alone sorts just those (etcd does the same).
     /// * The response revision is always the current revision, also for
     ///   historical reads.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {

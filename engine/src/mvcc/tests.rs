@@ -294,12 +294,12 @@ fn limit_truncates_and_sets_more() {
         (keys(&r), r.more, r.count)
     };
     assert_eq!(with_limit(2), (vec![b2s("a"), b2s("b")], true, 4));
-    assert_eq!(with_limit(3).1, true);
+    assert!(with_limit(3).1);
     assert_eq!(
         with_limit(4),
         (vec![b2s("a"), b2s("b"), b2s("c"), b2s("d")], false, 4)
     );
-    assert_eq!(with_limit(5).1, false);
+    assert!(!with_limit(5).1);
     assert_eq!(with_limit(i64::MAX).0.len(), 4);
 }
 
@@ -342,6 +342,26 @@ fn sort_target_without_order_sorts_ascending() {
         ..range_req("", b"\0")
     };
     assert_eq!(keys(&s.range(&req).unwrap()), ["b", "c", "a"]);
+}
+
+#[test]
+fn sort_target_without_order_sorts_only_the_first_limit_plus_one_keys() {
+    // etcd fetches everything only for an explicit sort order or a filter;
+    // otherwise it fetches `limit + 1` keys in key order and sorts those.
+    let mut s = Store::new();
+    put(&mut s, "a", "3");
+    put(&mut s, "b", "2");
+    put(&mut s, "c", "1");
+    let req = |order| RangeRequest {
+        sort_order: order,
+        sort_target: SortTarget::Value,
+        limit: 1,
+        ..range_req("", b"\0")
+    };
+    let r = s.range(&req(SortOrder::None)).unwrap();
+    assert_eq!((keys(&r), r.more, r.count), (vec![b2s("b")], true, 3));
+    let r = s.range(&req(SortOrder::Ascend)).unwrap();
+    assert_eq!((keys(&r), r.more, r.count), (vec![b2s("c")], true, 3));
 }
 
 #[test]

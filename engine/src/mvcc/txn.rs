@@ -104,10 +104,10 @@ pub(crate) fn check(view: &View<'_>, plan: &Plan<'_>) -> Result<(), Error> {
 fn check_puts(view: &View<'_>, plan: &Plan<'_>) -> Result<(), Error> {
     for op in &plan.ops {
         match op {
-            PlannedOp::Put(p) if p.ignore_value || p.ignore_lease => {
-                if view.get(&p.key)?.is_none() {
-                    return Err(Error::KeyNotFound);
-                }
+            PlannedOp::Put(p)
+                if (p.ignore_value || p.ignore_lease) && view.get(&p.key)?.is_none() =>
+            {
+                return Err(Error::KeyNotFound);
             }
             PlannedOp::Txn(nested) => check_puts(view, nested)?,
             _ => {}

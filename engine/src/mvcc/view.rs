@@ -61,8 +61,10 @@ impl View<'_> {
             || req.max_mod_revision != 0
             || req.min_create_revision != 0
             || req.max_create_revision != 0;
-        // Fetch one more than asked for so `more` can be told; sorting or
-        // filtering needs everything.
+        // Fetch one more than asked for so `more` can be told; an explicit
+        // sort order or a filter needs everything. As in etcd, a sort target
+        // with `SortOrder::None` does not count: then only the first
+        // `limit + 1` keys (in key order) get sorted.
         let fetch_limit = if fetch_all || req.limit <= 0 {
             0
         } else {
