@@ -1,1 +1,123 @@
-fn main() {}
+//! `ferrocd`: the server. Parses etcd's flags, `ETCD_*` variables and
+//! `--config-file`, prepares the data dir, and serves clients until SIGTERM
+//! or SIGINT.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tools::config::{self, Config};
+use tools::{logging, notify};
+
+fn main() {
+    let cfg = config::parse_cli();
+    if let Err(msg) = run(&cfg) {
+        logging::fatal(msg.as_str(), &[]);
+    }
+}
+
+/// Executor threads. Not an etcd flag, so it is read from our own variable;
+/// defaults to one per online CPU (see DESIGN.md: on a shared 2-core
+/// machine, one executor can cost less CPU per request; measure both).
+fn executors() -> usize {
+    std::env::var("FERROCD_EXECUTORS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn flag_duration(cfg: &Config, name: &str, default: Duration) -> Duration {
+    match cfg.flag(name) {
+        Some(tools::flags::Value::Duration(ns)) if *ns > 0 => Duration::from_nanos(*ns as u64),
+        _ => default,
+    }
+}
+
+/// Creates the data dir layout etcd creates (`<data-dir>/member`, mode 0700).
+fn prepare_data_dir(dir: &str) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let member = std::path::Path::new(dir).join("member");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&member)
+        .map_err(|e| format!("cannot access data directory {dir:?}: {e}"))
+}
+
+fn run(cfg: &Config) -> Result<(), String> {
+    let boot = match cfg.bootstrap() {
+        Ok(b) => b,
+        Err(e) => {
+            let argv: Vec<String> = std::env::args().collect();
+            e.report(&argv);
+            std::process::exit(e.exit_code());
+        }
+    };
+    prepare_data_dir(&cfg.data_dir)?;
+    let addrs = cfg.listen_addrs().map_err(|e| e.message.clone())?;
+    logging::warn(
+        "ferrocd keeps data in memory only in this version; a restart loses all keys",
+        &[("data-dir", json!(cfg.data_dir))],
+    );
+    logging::info(
+        "starting ferrocd",
+        &[
+            ("name", json!(cfg.name)),
+            ("data-dir", json!(cfg.data_dir)),
+            (
+                "local-member-id",
+                json!(format!("{:x}", boot.local_member_id)),
+            ),
+            ("cluster-id", json!(format!("{:x}", boot.cluster_id))),
+        ],
+    );
+    let node = Arc::new(raftcore::Node::new(raftcore::NodeConfig {
+        cluster_id: boot.cluster_id,
+        member_id: boot.local_member_id,
+    }));
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    }
+    let max_request_bytes = usize::try_from(cfg.max_request_bytes).unwrap_or(usize::MAX);
+    let grpc = net::grpc::server::ServerConfig {
+        // etcd: grpc MaxRecvMsgSize = --max-request-bytes + 512 KiB overhead.
+        max_recv_message: max_request_bytes.saturating_add(512 * 1024),
+        keepalive_interval: flag_duration(
+            cfg,
+            "grpc-keepalive-interval",
+            Duration::from_secs(7200),
+        ),
+        keepalive_timeout: flag_duration(cfg, "grpc-keepalive-timeout", Duration::from_secs(20)),
+        ..Default::default()
+    };
+    let kv = net::kv::KvLimits {
+        max_txn_ops: usize::try_from(cfg.max_txn_ops).unwrap_or(usize::MAX),
+        max_request_bytes,
+    };
+    let served: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let on_ready = Arc::new(move || {
+        for a in &served {
+            logging::warn(
+                "serving client traffic insecurely; this is strongly discouraged!",
+                &[("address", json!(a))],
+            );
+        }
+        logging::info("ready to serve client requests", &[]);
+        notify::notify_ready();
+    });
+    let opts = net::server::ServeOptions {
+        client_addrs: addrs,
+        executors: executors(),
+        grpc,
+        kv,
+        node,
+        on_ready,
+    };
+    net::server::run(opts, stop).map_err(|e| e.to_string())?;
+    logging::info("stopped serving; ferrocd exits", &[]);
+    Ok(())
+}
