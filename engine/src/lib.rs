@@ -13,3 +13,5 @@ pub use mvcc::{
     DeleteRangeResponse, Error, Event, EventKind, KeyValue, PutRequest, PutResponse, RangeRequest,
     RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, Store, TxnRequest, TxnResponse,
 };
+pub mod btree;
+pub mod wal;

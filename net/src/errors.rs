@@ -63,7 +63,9 @@ pub fn status_of(e: &raftcore::Error) -> Status {
         raftcore::Error::Mvcc(M::KeyNotFound) => key_not_found(),
         raftcore::Error::LeaseNotFound => lease_not_found(),
         raftcore::Error::Stopped => stopped(),
-        #[allow(unreachable_patterns)]
-        other => Status::new(Code::UNKNOWN, other.to_string()),
+        raftcore::Error::Timeout => s(Code::UNAVAILABLE, "etcdserver: request timed out"),
+        raftcore::Error::NoLeader => s(Code::UNAVAILABLE, "etcdserver: no leader"),
+        raftcore::Error::Corrupt(_) => s(Code::DATA_LOSS, "etcdserver: corrupt cluster"),
+        other => Status::new(Code::UNAVAILABLE, other.to_string()),
     }
 }

@@ -45,7 +45,7 @@ pub fn register(router: &mut Router, node: Arc<Node>, limits: KvLimits) {
         "/etcdserverpb.KV/Range",
         unary(move |req: pb::RangeRequest, _: CallInfo| {
             let s = s.clone();
-            async move { s.range(req) }
+            async move { s.range(req).await }
         }),
     );
     let s = svc.clone();
@@ -53,7 +53,7 @@ pub fn register(router: &mut Router, node: Arc<Node>, limits: KvLimits) {
         "/etcdserverpb.KV/Put",
         unary(move |req: pb::PutRequest, info: CallInfo| {
             let s = s.clone();
-            async move { s.put(req, info) }
+            async move { s.put(req, info).await }
         }),
     );
     let s = svc.clone();
@@ -61,7 +61,7 @@ pub fn register(router: &mut Router, node: Arc<Node>, limits: KvLimits) {
         "/etcdserverpb.KV/DeleteRange",
         unary(move |req: pb::DeleteRangeRequest, info: CallInfo| {
             let s = s.clone();
-            async move { s.delete_range(req, info) }
+            async move { s.delete_range(req, info).await }
         }),
     );
     let s = svc.clone();
@@ -69,7 +69,7 @@ pub fn register(router: &mut Router, node: Arc<Node>, limits: KvLimits) {
         "/etcdserverpb.KV/Txn",
         unary(move |req: pb::TxnRequest, info: CallInfo| {
             let s = s.clone();
-            async move { s.txn(req, info) }
+            async move { s.txn(req, info).await }
         }),
     );
     let s = svc;
@@ -77,7 +77,7 @@ pub fn register(router: &mut Router, node: Arc<Node>, limits: KvLimits) {
         "/etcdserverpb.KV/Compact",
         unary(move |req: pb::CompactionRequest, info: CallInfo| {
             let s = s.clone();
-            async move { s.compact(req, info) }
+            async move { s.compact(req, info).await }
         }),
     );
 }
@@ -103,26 +103,29 @@ impl KvService {
         Ok(())
     }
 
-    fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+    async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
         check_range(&req)?;
+        let serializable = req.serializable;
         let r = self
             .node
-            .range(&range_from_pb(req))
+            .range(&range_from_pb(req), serializable)
+            .await
             .map_err(|e| status_of(&e))?;
         Ok(range_to_pb(r, self))
     }
 
-    fn put(&self, req: pb::PutRequest, info: CallInfo) -> Result<pb::PutResponse, Status> {
+    async fn put(&self, req: pb::PutRequest, info: CallInfo) -> Result<pb::PutResponse, Status> {
         check_put(&req)?;
         self.check_size(&info)?;
         let r = self
             .node
-            .put(&put_from_pb(req))
+            .put(put_from_pb(req))
+            .await
             .map_err(|e| status_of(&e))?;
         Ok(put_to_pb(r, self))
     }
 
-    fn delete_range(
+    async fn delete_range(
         &self,
         req: pb::DeleteRangeRequest,
         info: CallInfo,
@@ -131,30 +134,37 @@ impl KvService {
         self.check_size(&info)?;
         let r = self
             .node
-            .delete_range(&delete_from_pb(req))
+            .delete_range(delete_from_pb(req))
+            .await
             .map_err(|e| status_of(&e))?;
         Ok(delete_to_pb(r, self))
     }
 
-    fn txn(&self, req: pb::TxnRequest, info: CallInfo) -> Result<pb::TxnResponse, Status> {
+    async fn txn(&self, req: pb::TxnRequest, info: CallInfo) -> Result<pb::TxnResponse, Status> {
         check_txn(&req, self.limits.max_txn_ops)?;
         check_intervals(&req.success)?;
         check_intervals(&req.failure)?;
         self.check_size(&info)?;
+        let serializable = is_txn_serializable(&req);
         let r = self
             .node
-            .txn(&txn_from_pb(req))
+            .txn(txn_from_pb(req), serializable)
+            .await
             .map_err(|e| status_of(&e))?;
         Ok(txn_to_pb(r, self))
     }
 
-    fn compact(
+    async fn compact(
         &self,
         req: pb::CompactionRequest,
         info: CallInfo,
     ) -> Result<pb::CompactionResponse, Status> {
         self.check_size(&info)?;
-        let r = self.node.compact(req.revision).map_err(|e| status_of(&e))?;
+        let r = self
+            .node
+            .compact(req.revision, req.physical)
+            .await
+            .map_err(|e| status_of(&e))?;
         Ok(pb::CompactionResponse {
             header: self.header(r.revision),
         })
@@ -162,6 +172,16 @@ impl KvService {
 }
 
 // ---- validation (etcd v3rpc/key.go) ----
+
+/// etcd serves a read-only txn without a read barrier only when every op of
+/// both branches is a serializable range (top level only, as etcd checks).
+fn is_txn_serializable(r: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request;
+    r.success
+        .iter()
+        .chain(r.failure.iter())
+        .all(|op| matches!(&op.request, Some(Request::RequestRange(rr)) if rr.serializable))
+}
 
 fn check_range(r: &pb::RangeRequest) -> Result<(), Status> {
     if r.key.is_empty() {
@@ -429,25 +449,54 @@ fn delete_to_pb(r: mvcc::DeleteRangeResponse, s: &KvService) -> pb::DeleteRangeR
 }
 
 fn txn_to_pb(r: mvcc::TxnResponse, s: &KvService) -> pb::TxnResponse {
-    use pb::response_op::Response;
     pb::TxnResponse {
         header: s.header(r.revision),
         succeeded: r.succeeded,
-        responses: r
-            .responses
-            .into_iter()
-            .map(|op| pb::ResponseOp {
-                response: Some(match op {
-                    mvcc::ResponseOp::Range(r) => Response::ResponseRange(range_to_pb(r, s)),
-                    mvcc::ResponseOp::Put(r) => Response::ResponsePut(put_to_pb(r, s)),
-                    mvcc::ResponseOp::DeleteRange(r) => {
-                        Response::ResponseDeleteRange(delete_to_pb(r, s))
-                    }
-                    mvcc::ResponseOp::Txn(r) => Response::ResponseTxn(txn_to_pb(r, s)),
-                }),
-            })
-            .collect(),
+        responses: ops_to_pb(r.responses),
     }
+}
+
+/// Responses inside a txn carry a header with only the revision, as etcd's
+/// apply layer fills them (cluster, member and term only in the outer one).
+fn ops_to_pb(ops: Vec<mvcc::ResponseOp>) -> Vec<pb::ResponseOp> {
+    use pb::response_op::Response;
+    let h = |revision: i64| {
+        Some(pb::ResponseHeader {
+            revision,
+            ..Default::default()
+        })
+    };
+    ops.into_iter()
+        .map(|op| pb::ResponseOp {
+            response: Some(match op {
+                mvcc::ResponseOp::Range(r) => Response::ResponseRange(pb::RangeResponse {
+                    header: h(r.revision),
+                    kvs: r.kvs.into_iter().map(kv_to_pb).collect(),
+                    more: r.more,
+                    count: r.count,
+                }),
+                mvcc::ResponseOp::Put(r) => Response::ResponsePut(pb::PutResponse {
+                    header: h(r.revision),
+                    prev_kv: r.prev_kv.map(kv_to_pb),
+                }),
+                mvcc::ResponseOp::DeleteRange(r) => {
+                    Response::ResponseDeleteRange(pb::DeleteRangeResponse {
+                        header: h(r.revision),
+                        deleted: r.deleted,
+                        prev_kvs: r.prev_kvs.into_iter().map(kv_to_pb).collect(),
+                    })
+                }
+                mvcc::ResponseOp::Txn(r) => Response::ResponseTxn(pb::TxnResponse {
+                    header: (r.revision != 0).then(|| pb::ResponseHeader {
+                        revision: r.revision,
+                        ..Default::default()
+                    }),
+                    succeeded: r.succeeded,
+                    responses: ops_to_pb(r.responses),
+                }),
+            }),
+        })
+        .collect()
 }
 
 #[cfg(test)]

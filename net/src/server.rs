@@ -7,11 +7,13 @@
 //! connection and waits for in-flight calls up to the grace time.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_lite::future;
@@ -29,8 +31,14 @@ use raftcore::Node;
 /// cannot wake a glommio executor directly; 100 ms bounds shutdown latency.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
+/// Starts the Raft loop on the executor that calls it (the loop's log is
+/// executor-local, so it is created there).
+pub type RaftStart = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
 /// Everything needed to serve clients.
 pub struct ServeOptions {
+    /// The Raft loop, run on the first executor.
+    pub raft: Option<RaftStart>,
     pub client_addrs: Vec<SocketAddr>,
     /// Executor threads (one listener each per address).
     pub executors: usize,
@@ -59,6 +67,7 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
     let n = opts.executors.max(1);
     let ready = Arc::new(AtomicUsize::new(0));
     let ServeOptions {
+        raft,
         client_addrs,
         grpc,
         kv,
@@ -66,12 +75,18 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
         on_ready,
         ..
     } = opts;
+    let raft = Arc::new(Mutex::new(raft));
     let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(n, None))
         .name("ferrocd")
         // No DMA file I/O on these executors yet; keep the locked memory
         // small so no memlock limit needs raising.
         .io_memory(256 << 10)
         .on_all_shards(move || async move {
+            // The first executor to get here runs the Raft loop.
+            let start = raft.lock().ok().and_then(|mut r| r.take());
+            if let Some(start) = start {
+                glommio::spawn_local(start()).detach();
+            }
             let mut router = Router::new();
             kv::register(&mut router, node.clone(), kv.clone());
             let router = Rc::new(router);
@@ -82,6 +97,10 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             let mut listeners = Vec::new();
             for a in &client_addrs {
                 listeners.push(TcpListener::bind(*a)?);
+            }
+            // Serve only once the member has a leader, as etcd does.
+            if !node.wait_leader(Duration::from_secs(60)).await {
+                return Err(io::Error::other("no leader elected within 60s"));
             }
             if ready.fetch_add(1, Ordering::SeqCst) + 1 == n {
                 on_ready();

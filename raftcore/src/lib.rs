@@ -1,12 +1,14 @@
-//! raftcore: where requests become ordered, applied state changes.
+//! raftcore: where client requests become ordered, durable, applied state
+//! changes: raft-rs's `RawNode` ready loop, the log store it persists to,
+//! and the apply path into `engine::mvcc`.
 //!
-//! Today this is the single-member apply path: every mutating request is
-//! applied to `engine::mvcc` under one lock, in arrival order, which is the
-//! order a Raft log would give it. The Raft issue replaces the lock with a
-//! raft-rs `RawNode` ready loop (propose → WAL → commit → apply) behind the
-//! same `Node` API, so `net` does not change.
+//! Today a cluster has one member (the peer transport comes with the Raft
+//! issue); the single member goes through the same Raft path as a cluster.
 #![forbid(unsafe_code)]
 
+mod log_store;
 mod node;
+pub mod proposal;
 
-pub use node::{Error, Header, Node, NodeConfig};
+pub use log_store::{LogError, LogStore, MemLog};
+pub use node::{Applied, Error, Header, Node, NodeConfig, RaftLoop};

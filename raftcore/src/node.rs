@@ -1,18 +1,42 @@
-//! `Node`: one member's view of the cluster: identity, term, and the apply
-//! path into the MVCC store.
+//! `Node`: one member. Client requests enter through the `Node` handle (any
+//! executor, any thread); the `RaftLoop` (one task on one executor) orders
+//! them with raft-rs, makes them durable through a `LogStore`, applies the
+//! committed ones to the MVCC store and answers the waiters.
 //!
-//! Invariant: mutating requests are applied one at a time (the store's lock
-//! is the serialisation point a Raft log will take over), so each changes the
-//! revision by at most one and responses report the revision they produced.
+//! The flow of one write (DESIGN.md): `Node::put` → `Cmd::Propose` over the
+//! channel → `RawNode::propose` → Ready: entries → `LogStore::append`
+//! (durable) → committed → `apply` → the waiter's oneshot → response.
+//!
+//! Invariants:
+//! * An entry is applied only after it is committed, and it is committed
+//!   only after it is durable on a quorum (one member: on our own disk), so
+//!   a reader never sees a write that a crash could lose.
+//! * Entries are applied in index order, exactly once; `applied` only grows.
+//! * A linearizable read is answered only once `applied >= read index`
+//!   (ReadIndex), so it reflects every write acknowledged before it began.
 
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use engine::mvcc::{
     CompactResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, RequestOp, Store, TxnRequest, TxnResponse,
 };
+use futures_channel::oneshot;
+use futures_lite::future;
+use glommio::timer::sleep;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
+use raft::prelude::ReadState;
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole};
 
-/// Errors of the apply layer; `net` maps each to etcd's gRPC status.
+use crate::log_store::{LogError, LogStore};
+use crate::proposal::{DecodeError, Proposal, Request};
+
+/// Errors of the consensus and apply layer; `net` maps each to etcd's
+/// gRPC status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -20,16 +44,45 @@ pub enum Error {
     /// A put names a lease that does not exist (no leases exist yet).
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
-    /// The store lock was poisoned by a panic in another request.
     #[error("etcdserver: server stopped")]
     Stopped,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A committed entry could not be decoded: the log is corrupt.
+    #[error(transparent)]
+    Corrupt(#[from] DecodeError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
 }
 
-/// Static identity of this member.
+/// Identity and timing of this member.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub cluster_id: u64,
     pub member_id: u64,
+    /// `--heartbeat-interval` (100 ms): one Raft tick.
+    pub heartbeat: Duration,
+    /// `--election-timeout` / `--heartbeat-interval` (1000/100).
+    pub election_ticks: usize,
+    /// How long a request may wait for Raft before "request timed out".
+    /// etcd: 5 s + 2 × election timeout.
+    pub request_timeout: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(cluster_id: u64, member_id: u64) -> NodeConfig {
+        NodeConfig {
+            cluster_id,
+            member_id,
+            heartbeat: Duration::from_millis(100),
+            election_ticks: 10,
+            request_timeout: Duration::from_secs(7),
+        }
+    }
 }
 
 /// The fields of etcd's `ResponseHeader`.
@@ -41,67 +94,239 @@ pub struct Header {
     pub raft_term: u64,
 }
 
-pub struct Node {
+/// The outcome of applying one proposal.
+#[derive(Debug)]
+pub enum Applied {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact(CompactResponse),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+enum Cmd {
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+        done: Reply<Applied>,
+    },
+    Read {
+        done: Reply<()>,
+    },
+}
+
+/// State shared by the handle and the loop.
+struct Shared {
     cfg: NodeConfig,
-    store: Mutex<Store>,
+    store: RwLock<Store>,
+    term: AtomicU64,
+    leader: AtomicU64,
+    applied: AtomicU64,
+    next_id: AtomicU64,
+}
+
+/// The handle through which requests reach the cluster. Cheap to share
+/// (`Arc`) across executors.
+pub struct Node {
+    shared: Arc<Shared>,
+    tx: async_channel::Sender<Cmd>,
 }
 
 impl Node {
-    pub fn new(cfg: NodeConfig) -> Node {
-        Node {
+    /// Creates a fresh single-member node (bootstrap with this member as the
+    /// only voter) and its loop, which must be run on one executor.
+    pub fn new(cfg: NodeConfig) -> Result<(Arc<Node>, RaftLoop), Error> {
+        let raft_cfg = raft::Config {
+            id: cfg.member_id,
+            election_tick: cfg.election_ticks.max(2),
+            heartbeat_tick: 1,
+            applied: 0,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let storage =
+            MemStorage::new_with_conf_state(ConfState::from((vec![cfg.member_id], vec![])));
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_cfg, storage, &logger)?;
+        let shared = Arc::new(Shared {
             cfg,
-            store: Mutex::new(Store::new()),
-        }
+            store: RwLock::new(Store::new()),
+            term: AtomicU64::new(0),
+            leader: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+        });
+        let (tx, rx) = async_channel::unbounded();
+        let node = Arc::new(Node {
+            shared: shared.clone(),
+            tx,
+        });
+        let lp = RaftLoop {
+            raw,
+            rx,
+            shared,
+            waiters: HashMap::new(),
+            unproposed: Vec::new(),
+            pending_reads: Vec::new(),
+            read_batches: HashMap::new(),
+            reads_after_apply: VecDeque::new(),
+            read_seq: 0,
+        };
+        Ok((node, lp))
     }
 
     pub fn config(&self) -> &NodeConfig {
-        &self.cfg
+        &self.shared.cfg
     }
 
-    /// The current Raft term. Without Raft a single member stays leader of
-    /// term 1 for its whole life.
     pub fn term(&self) -> u64 {
-        1
+        self.shared.term.load(Ordering::Acquire)
+    }
+
+    /// The current leader's member ID, 0 when none is known.
+    pub fn leader(&self) -> u64 {
+        self.shared.leader.load(Ordering::Acquire)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.shared.applied.load(Ordering::Acquire)
     }
 
     pub fn header(&self, revision: i64) -> Header {
         Header {
-            cluster_id: self.cfg.cluster_id,
-            member_id: self.cfg.member_id,
+            cluster_id: self.shared.cfg.cluster_id,
+            member_id: self.shared.cfg.member_id,
             revision,
             raft_term: self.term(),
         }
     }
 
-    fn store(&self) -> Result<std::sync::MutexGuard<'_, Store>, Error> {
-        self.store.lock().map_err(|_| Error::Stopped)
+    fn read_store(&self) -> Result<RwLockReadGuard<'_, Store>, Error> {
+        self.shared.store.read().map_err(|_| Error::Stopped)
+    }
+
+    fn write_store(&self) -> Result<RwLockWriteGuard<'_, Store>, Error> {
+        self.shared.store.write().map_err(|_| Error::Stopped)
     }
 
     pub fn current_revision(&self) -> Result<i64, Error> {
-        Ok(self.store()?.current_revision())
+        Ok(self.read_store()?.current_revision())
     }
 
-    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
-        Ok(self.store()?.range(req)?)
+    /// Waits until a leader is known (startup readiness).
+    pub async fn wait_leader(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.leader() == 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
-    pub fn put(&self, req: &PutRequest) -> Result<PutResponse, Error> {
-        check_lease(req)?;
-        Ok(self.store()?.put(req)?)
+    async fn with_timeout<T>(&self, rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
+        let t = self.shared.cfg.request_timeout;
+        future::or(async { rx.await.unwrap_or(Err(Error::Stopped)) }, async {
+            sleep(t).await;
+            Err(Error::Timeout)
+        })
+        .await
     }
 
-    pub fn delete_range(&self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
-        Ok(self.store()?.delete_range(req)?)
+    async fn propose(&self, request: Request) -> Result<Applied, Error> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let data = Proposal {
+            proposer: self.shared.cfg.member_id,
+            id,
+            request,
+        }
+        .encode();
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Propose { id, data, done })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        self.with_timeout(rx).await
     }
 
-    pub fn txn(&self, req: &TxnRequest) -> Result<TxnResponse, Error> {
-        check_txn_leases(req)?;
-        Ok(self.store()?.txn(req)?)
+    /// ReadIndex: resolves once this member has applied everything that was
+    /// committed when the read arrived.
+    pub async fn read_barrier(&self) -> Result<(), Error> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Read { done })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        self.with_timeout(rx).await
     }
 
-    pub fn compact(&self, revision: i64) -> Result<CompactResponse, Error> {
-        Ok(self.store()?.compact(revision)?)
+    pub async fn range(
+        &self,
+        req: &RangeRequest,
+        serializable: bool,
+    ) -> Result<RangeResponse, Error> {
+        if !serializable {
+            self.read_barrier().await?;
+        }
+        Ok(self.read_store()?.range(req)?)
     }
+
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, Error> {
+        check_lease(&req)?;
+        match self.propose(Request::Put(req)).await? {
+            Applied::Put(r) => Ok(r),
+            _ => Err(Error::Stopped),
+        }
+    }
+
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, Error> {
+        match self.propose(Request::DeleteRange(req)).await? {
+            Applied::DeleteRange(r) => Ok(r),
+            _ => Err(Error::Stopped),
+        }
+    }
+
+    /// A txn; read-only ones are served locally after a read barrier (or none
+    /// when every range in it is serializable), like etcd.
+    pub async fn txn(&self, req: TxnRequest, serializable: bool) -> Result<TxnResponse, Error> {
+        if is_read_only(&req) {
+            if !serializable {
+                self.read_barrier().await?;
+            }
+            return Ok(self.write_store()?.txn(&req)?);
+        }
+        check_txn_leases(&req)?;
+        match self.propose(Request::Txn(req)).await? {
+            Applied::Txn(r) => Ok(r),
+            _ => Err(Error::Stopped),
+        }
+    }
+
+    pub async fn compact(&self, revision: i64, physical: bool) -> Result<CompactResponse, Error> {
+        match self
+            .propose(Request::Compact { revision, physical })
+            .await?
+        {
+            Applied::Compact(r) => Ok(r),
+            _ => Err(Error::Stopped),
+        }
+    }
+}
+
+fn is_read_only(t: &TxnRequest) -> bool {
+    t.success.iter().chain(t.failure.iter()).all(|op| match op {
+        RequestOp::Range(_) => true,
+        RequestOp::Txn(t) => is_read_only(t),
+        _ => false,
+    })
 }
 
 fn check_lease(req: &PutRequest) -> Result<(), Error> {
@@ -125,4 +350,362 @@ fn check_txn_leases(req: &TxnRequest) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Applies one request to the store. Deterministic: every member computes
+/// the same result from the same entry.
+fn apply_request(store: &mut Store, req: &Request) -> Result<Applied, Error> {
+    Ok(match req {
+        Request::Put(p) => Applied::Put(store.put(p)?),
+        Request::DeleteRange(d) => Applied::DeleteRange(store.delete_range(d)?),
+        Request::Txn(t) => Applied::Txn(store.txn(t)?),
+        Request::Compact { revision, .. } => Applied::Compact(store.compact(*revision)?),
+    })
+}
+
+/// The Raft ready loop. Run it with [`RaftLoop::run`] on one executor.
+pub struct RaftLoop {
+    raw: RawNode<MemStorage>,
+    rx: async_channel::Receiver<Cmd>,
+    shared: Arc<Shared>,
+    /// Proposals of ours not yet applied, by id.
+    waiters: HashMap<u64, Reply<Applied>>,
+    /// Proposals raft dropped (no leader yet); retried on every round until
+    /// their caller times out.
+    unproposed: Vec<(u64, Vec<u8>)>,
+    /// Reads not yet sent as a ReadIndex request.
+    pending_reads: Vec<Reply<()>>,
+    /// ReadIndex requests in flight, by context.
+    read_batches: HashMap<u64, Vec<Reply<()>>>,
+    /// Reads whose index is known, waiting for apply to reach it.
+    /// Invariant: ordered by index.
+    reads_after_apply: VecDeque<(u64, Vec<Reply<()>>)>,
+    read_seq: u64,
+}
+
+impl RaftLoop {
+    /// Runs until every `Node` handle is dropped or the log fails. `log` is
+    /// passed here rather than to `Node::new` because a file-backed log
+    /// belongs to the executor that runs the loop.
+    pub async fn run<L: LogStore>(mut self, mut log: L) -> Result<(), Error> {
+        let tick = self.shared.cfg.heartbeat;
+        // A sole voter need not wait an election timeout to lead.
+        if self.raw.raft.prs().conf().voters().ids().len() == 1 {
+            self.raw.campaign()?;
+        }
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick = now + tick;
+            } else if !self.raw.has_ready() {
+                let wait = next_tick - now;
+                let got = future::or(async { Some(self.rx.recv().await) }, async {
+                    sleep(wait).await;
+                    None
+                })
+                .await;
+                match got {
+                    Some(Ok(cmd)) => self.handle(cmd),
+                    Some(Err(_)) => return Ok(()),
+                    None => {}
+                }
+            }
+            // Everything that queued up while we were busy (e.g. during the
+            // last fdatasync) goes into the next Ready together.
+            while let Ok(cmd) = self.rx.try_recv() {
+                self.handle(cmd);
+            }
+            self.retry_unproposed();
+            if !self.pending_reads.is_empty() && self.shared.leader.load(Ordering::Acquire) != 0 {
+                let seq = self.read_seq;
+                self.read_seq += 1;
+                self.raw.read_index(seq.to_le_bytes().to_vec());
+                self.read_batches
+                    .insert(seq, std::mem::take(&mut self.pending_reads));
+            }
+            if self.raw.has_ready() {
+                self.on_ready(&mut log).await?;
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Propose { id, data, done } => {
+                self.waiters.insert(id, done);
+                if self.raw.propose(Vec::new(), data.clone()).is_err() {
+                    self.unproposed.push((id, data));
+                }
+            }
+            Cmd::Read { done } => self.pending_reads.push(done),
+        }
+    }
+
+    fn retry_unproposed(&mut self) {
+        if self.unproposed.is_empty() || self.raw.raft.state != StateRole::Leader {
+            // Drop the ones whose caller gave up.
+            self.unproposed
+                .retain(|(id, _)| self.waiters.get(id).is_some_and(|w| !w.is_canceled()));
+            return;
+        }
+        for (id, data) in std::mem::take(&mut self.unproposed) {
+            if self.waiters.get(&id).is_some_and(|w| !w.is_canceled())
+                && self.raw.propose(Vec::new(), data.clone()).is_err()
+            {
+                self.unproposed.push((id, data));
+            }
+        }
+    }
+
+    fn update_role(&mut self) {
+        let leader = self.raw.raft.leader_id;
+        self.shared.leader.store(leader, Ordering::Release);
+        self.shared
+            .term
+            .store(self.raw.raft.term, Ordering::Release);
+    }
+
+    async fn on_ready<L: LogStore>(&mut self, log: &mut L) -> Result<(), Error> {
+        let mut ready = self.raw.ready();
+        if ready.ss().is_some() || ready.hs().is_some() {
+            self.update_role();
+        }
+        self.send(ready.take_messages());
+        let committed = ready.take_committed_entries();
+        self.apply(committed)?;
+        for rs in ready.take_read_states() {
+            self.on_read_state(rs);
+        }
+        if !ready.entries().is_empty() || ready.hs().is_some() {
+            log.append(ready.entries(), ready.hs()).await?;
+            let mut st = self.raw.mut_store().wl();
+            st.append(ready.entries())?;
+            if let Some(hs) = ready.hs() {
+                st.set_hardstate(hs.clone());
+            }
+        }
+        self.send(ready.take_persisted_messages());
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw
+                .mut_store()
+                .wl()
+                .mut_hard_state()
+                .set_commit(commit);
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.update_role();
+        Ok(())
+    }
+
+    /// Peer transport comes with multi-member clusters; a sole member sends
+    /// nothing.
+    fn send(&mut self, msgs: Vec<Message>) {
+        debug_assert!(
+            msgs.is_empty() || self.raw.raft.prs().conf().voters().ids().len() > 1,
+            "a single member has no one to send to"
+        );
+    }
+
+    fn on_read_state(&mut self, rs: ReadState) {
+        let mut b = [0u8; 8];
+        if rs.request_ctx.len() != 8 {
+            return;
+        }
+        b.copy_from_slice(&rs.request_ctx);
+        let Some(batch) = self.read_batches.remove(&u64::from_le_bytes(b)) else {
+            return;
+        };
+        if rs.index <= self.shared.applied.load(Ordering::Acquire) {
+            for r in batch {
+                let _ = r.send(Ok(()));
+            }
+        } else {
+            // Read indexes are handed out in increasing order.
+            self.reads_after_apply.push_back((rs.index, batch));
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Error> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        let me = self.shared.cfg.member_id;
+        let mut replies = Vec::new();
+        {
+            let mut store = self.shared.store.write().map_err(|_| Error::Stopped)?;
+            for e in &entries {
+                match e.get_entry_type() {
+                    EntryType::EntryNormal => {
+                        // The leader's empty entry at the start of its term.
+                        if e.data.is_empty() {
+                            continue;
+                        }
+                        let p = Proposal::decode(&e.data)?;
+                        let result = apply_request(&mut store, &p.request);
+                        if p.proposer == me {
+                            if let Some(w) = self.waiters.remove(&p.id) {
+                                replies.push((w, result));
+                            }
+                        }
+                    }
+                    EntryType::EntryConfChange => {
+                        let mut cc = ConfChange::default();
+                        protobuf::Message::merge_from_bytes(&mut cc, &e.data)
+                            .map_err(|_| DecodeError("conf change"))?;
+                        self.raw.apply_conf_change(&cc)?;
+                    }
+                    EntryType::EntryConfChangeV2 => {
+                        let mut cc = ConfChangeV2::default();
+                        protobuf::Message::merge_from_bytes(&mut cc, &e.data)
+                            .map_err(|_| DecodeError("conf change v2"))?;
+                        self.raw.apply_conf_change(&cc)?;
+                    }
+                }
+            }
+        }
+        self.shared.applied.store(last, Ordering::Release);
+        for (w, r) in replies {
+            let _ = w.send(r);
+        }
+        while self
+            .reads_after_apply
+            .front()
+            .is_some_and(|(i, _)| *i <= last)
+        {
+            if let Some((_, batch)) = self.reads_after_apply.pop_front() {
+                for r in batch {
+                    let _ = r.send(Ok(()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_store::MemLog;
+    use glommio::LocalExecutorBuilder;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        LocalExecutorBuilder::default()
+            .io_memory(256 << 10)
+            .spawn(f)
+            .expect("executor")
+            .join()
+            .expect("test");
+    }
+
+    #[test]
+    fn writes_go_through_raft_one_revision_each_and_reads_see_them() {
+        run(|| async {
+            let (node, lp) = Node::new(NodeConfig::new(1, 7)).unwrap();
+            glommio::spawn_local(lp.run(MemLog::default())).detach();
+            assert!(node.wait_leader(Duration::from_secs(5)).await);
+            assert_eq!(node.leader(), 7);
+            assert!(node.term() >= 1);
+            let mut tasks = Vec::new();
+            for i in 0..50 {
+                let n = node.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    n.put(PutRequest {
+                        key: format!("k{i}").into_bytes(),
+                        value: b"v".to_vec(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .revision
+                }));
+            }
+            let mut revs = Vec::new();
+            for t in tasks {
+                revs.push(t.await);
+            }
+            revs.sort();
+            assert_eq!(revs, (2..52).collect::<Vec<i64>>());
+            let r = node
+                .range(
+                    &RangeRequest {
+                        key: vec![0],
+                        range_end: vec![0],
+                        count_only: true,
+                        ..Default::default()
+                    },
+                    false,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.count, 50);
+            assert!(node.applied_index() >= 51);
+        });
+    }
+
+    #[test]
+    fn errors_of_applied_requests_reach_the_proposer() {
+        run(|| async {
+            let (node, lp) = Node::new(NodeConfig::new(1, 7)).unwrap();
+            glommio::spawn_local(lp.run(MemLog::default())).detach();
+            assert!(matches!(
+                node.compact(100, false).await,
+                Err(Error::Mvcc(engine::mvcc::Error::FutureRevision))
+            ));
+            assert!(matches!(
+                node.put(PutRequest {
+                    key: b"k".to_vec(),
+                    lease: 3,
+                    ..Default::default()
+                })
+                .await,
+                Err(Error::LeaseNotFound)
+            ));
+        });
+    }
+
+    #[test]
+    fn group_commit_batches_concurrent_proposals() {
+        run(|| async {
+            struct Slow(Rc<std::cell::Cell<u64>>);
+            impl LogStore for Slow {
+                async fn append(
+                    &mut self,
+                    _e: &[Entry],
+                    _h: Option<&raft::eraftpb::HardState>,
+                ) -> Result<(), LogError> {
+                    self.0.set(self.0.get() + 1);
+                    sleep(Duration::from_millis(5)).await;
+                    Ok(())
+                }
+            }
+            use std::rc::Rc;
+            let appends = Rc::new(std::cell::Cell::new(0));
+            let (node, lp) = Node::new(NodeConfig::new(1, 7)).unwrap();
+            glommio::spawn_local(lp.run(Slow(appends.clone()))).detach();
+            assert!(node.wait_leader(Duration::from_secs(5)).await);
+            let before = appends.get();
+            let mut tasks = Vec::new();
+            for i in 0..200 {
+                let n = node.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    n.put(PutRequest {
+                        key: format!("k{i}").into_bytes(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            let used = appends.get() - before;
+            assert!(used < 50, "200 concurrent puts took {used} appends");
+        });
+    }
 }

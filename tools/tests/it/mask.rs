@@ -122,16 +122,20 @@ fn fields(b: &[u8]) -> Option<Vec<(u64, &[u8], std::ops::Range<usize>)>> {
 /// replaced by the varint 0x7f7f when non-zero. Returns the input unchanged
 /// if it does not parse as protobuf.
 pub fn mask_protobuf_header(b: &[u8]) -> Vec<u8> {
-    let Some(top) = fields(b) else { return b.to_vec() };
+    let Some(top) = fields(b) else {
+        return b.to_vec();
+    };
     let mut out = Vec::with_capacity(b.len());
     for (tag, raw, payload) in top {
         if tag == (1 << 3) | 2 {
             let hdr = &b[payload];
-            let Some(hf) = fields(hdr) else { return b.to_vec() };
+            let Some(hf) = fields(hdr) else {
+                return b.to_vec();
+            };
             let mut inner = Vec::new();
             for (htag, hraw, hpayload) in hf {
-                let masked = matches!(htag, 0x08 | 0x10 | 0x20)
-                    && hdr[hpayload].iter().any(|&x| x != 0);
+                let masked =
+                    matches!(htag, 0x08 | 0x10 | 0x20) && hdr[hpayload].iter().any(|&x| x != 0);
                 if masked {
                     write_varint(&mut inner, htag);
                     write_varint(&mut inner, 0x7f7f);
@@ -157,7 +161,12 @@ pub fn mask_client_noise(stderr: &[u8], endpoint: &str) -> Vec<u8> {
     let s = String::from_utf8_lossy(stderr).into_owned();
     let s = s.replace(endpoint, "<endpoint>");
     let s = mask_after(&s, "\"ts\":\"", |c| c != '"', "<ts>");
-    let s = mask_after(&s, "etcd-endpoints://0x", |c| c.is_ascii_hexdigit(), "<ptr>");
+    let s = mask_after(
+        &s,
+        "etcd-endpoints://0x",
+        |c| c.is_ascii_hexdigit(),
+        "<ptr>",
+    );
     s.into_bytes()
 }
 

@@ -1,0 +1,429 @@
+//! Command line of ferrobench: etcd's `tools/benchmark` flags (names and
+//! defaults of `root.go`, `put.go`, `range.go`), plus ours: `--executors`,
+//! `--json`, `--server-pid`.
+//!
+//! Like cobra's persistent flags, global flags may stand before or after the
+//! command. Both `--flag value` and `--flag=value` work; a boolean flag takes
+//! no value (`--json`) or an explicit one (`--json=false`).
+
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+ferrobench: etcd's benchmark tool on ferrocd's own gRPC client
+
+Usage:
+  ferrobench [global flags] put [--total N] [--key-size N] [--val-size N]
+                                [--key-space-size N] [--sequential-keys]
+  ferrobench [global flags] range KEY [END] [--total N] [--consistency l|s]
+
+Global flags:
+  --endpoints LIST     comma-separated gRPC endpoints (default 127.0.0.1:2379)
+  --conns N            total number of gRPC connections (default 1)
+  --clients N          total number of concurrent clients (default 1)
+  --executors N        glommio executors, pinned to CPUs round-robin (default 1)
+  --dial-timeout DUR   bound on connect + HTTP/2 handshake, e.g. 2s, 500ms (default 5s)
+  --json               print one JSON line on stdout (the summary goes to stderr)
+  --server-pid PIDS    server process(es) whose CPU time to report (repeatable, comma list)
+
+Exit status: 0 done (failed requests are counted in the report), 2 usage
+error, 1 could not run (e.g. connect failed), 3 every request failed.
+
+put flags (etcd defaults):
+  --total 10000  --key-size 8  --val-size 8  --key-space-size 1  --sequential-keys
+
+range flags (etcd defaults):
+  --total 10000  --consistency l   (l: linearizable, s: serializable)
+";
+
+/// Flags every command shares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Global {
+    pub endpoints: Vec<String>,
+    pub conns: usize,
+    pub clients: usize,
+    pub executors: usize,
+    pub dial_timeout: Duration,
+    pub json: bool,
+    pub server_pids: Vec<u32>,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            endpoints: vec!["127.0.0.1:2379".to_string()],
+            conns: 1,
+            clients: 1,
+            executors: 1,
+            dial_timeout: Duration::from_secs(5),
+            json: false,
+            server_pids: Vec::new(),
+        }
+    }
+}
+
+/// `put`: etcd's put.go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PutArgs {
+    pub total: u64,
+    pub key_size: usize,
+    pub val_size: usize,
+    pub key_space_size: u64,
+    pub sequential_keys: bool,
+}
+
+impl Default for PutArgs {
+    fn default() -> Self {
+        PutArgs {
+            total: 10000,
+            key_size: 8,
+            val_size: 8,
+            key_space_size: 1,
+            sequential_keys: false,
+        }
+    }
+}
+
+/// `range`: etcd's range.go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RangeArgs {
+    pub key: String,
+    pub end: String,
+    pub total: u64,
+    /// `s` (serializable) rather than `l` (linearizable).
+    pub serializable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Put(PutArgs),
+    Range(RangeArgs),
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Put(_) => "put",
+            Command::Range(_) => "range",
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        match self {
+            Command::Put(p) => p.total,
+            Command::Range(r) => r.total,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Args {
+    pub global: Global,
+    pub command: Command,
+}
+
+/// What parsing can end in besides `Args`.
+#[derive(Debug, PartialEq)]
+pub enum ParseError {
+    /// `-h` / `--help`: print the usage and exit 0.
+    Help,
+    /// A usage error, with the message to print before the usage.
+    Usage(String),
+}
+
+fn usage<T>(msg: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError::Usage(msg.into()))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, ParseError> {
+    v.trim()
+        .parse()
+        .or_else(|_| usage(format!("invalid argument {v:?} for \"--{flag}\" flag")))
+}
+
+fn boolean(flag: &str, v: Option<&str>) -> Result<bool, ParseError> {
+    match v {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(v) => usage(format!("invalid argument {v:?} for \"--{flag}\" flag")),
+    }
+}
+
+/// Parses Go-style durations of one unit: `500ms`, `2s`, `1m`, `250us`.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ns" => n / 1e9,
+        "us" | "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// Flags that take no value unless given with `=`.
+const BOOL_FLAGS: [&str; 2] = ["json", "sequential-keys"];
+
+/// Parses the arguments after the program name.
+pub fn parse<I, S>(argv: I) -> Result<Args, ParseError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
+    let mut global = Global::default();
+    // Flags are collected first and applied once the command is known, so
+    // a command's flag may stand before the command name too.
+    let mut flags: Vec<(String, Option<String>)> = Vec::new();
+    let mut positionals: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < argv.len() {
+        let a = &argv[i];
+        i += 1;
+        if a == "-h" || a == "--help" || a == "help" {
+            return Err(ParseError::Help);
+        }
+        if a == "--" {
+            positionals.extend(argv[i..].iter().cloned());
+            break;
+        }
+        let Some(body) = a.strip_prefix("--") else {
+            positionals.push(a.clone());
+            continue;
+        };
+        let (name, value) = match body.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None if BOOL_FLAGS.contains(&body) => (body.to_string(), None),
+            None => {
+                let Some(v) = argv.get(i) else {
+                    return usage(format!("flag needs an argument: --{body}"));
+                };
+                i += 1;
+                (body.to_string(), Some(v.clone()))
+            }
+        };
+        flags.push((name, value));
+    }
+
+    let mut positionals = positionals.into_iter();
+    let command_name = match positionals.next() {
+        Some(c) => c,
+        None => return usage("no command given (put or range)"),
+    };
+    let rest: Vec<String> = positionals.collect();
+    let mut put = PutArgs::default();
+    let mut range = RangeArgs {
+        key: String::new(),
+        end: String::new(),
+        total: 10000,
+        serializable: false,
+    };
+    let mut consistency = "l".to_string();
+
+    for (name, value) in flags {
+        let v = value.as_deref();
+        let need = |v: Option<&str>| -> Result<String, ParseError> {
+            v.map(str::to_string)
+                .ok_or_else(|| ParseError::Usage(format!("flag needs an argument: --{name}")))
+        };
+        match (command_name.as_str(), name.as_str()) {
+            (_, "endpoints") => {
+                let list = need(v)?;
+                global.endpoints = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if global.endpoints.is_empty() {
+                    return usage("--endpoints is empty");
+                }
+            }
+            (_, "conns") => global.conns = number(&name, &need(v)?)?,
+            (_, "clients") => global.clients = number(&name, &need(v)?)?,
+            (_, "executors") => global.executors = number(&name, &need(v)?)?,
+            (_, "dial-timeout") => {
+                let s = need(v)?;
+                global.dial_timeout = parse_duration(&s).ok_or_else(|| {
+                    ParseError::Usage(format!("invalid duration {s:?} for \"--dial-timeout\""))
+                })?;
+            }
+            (_, "json") => global.json = boolean(&name, v)?,
+            (_, "server-pid") => {
+                for p in need(v)?.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    global.server_pids.push(number(&name, p)?);
+                }
+            }
+            ("put", "total") => put.total = number(&name, &need(v)?)?,
+            ("put", "key-size") => put.key_size = number(&name, &need(v)?)?,
+            ("put", "val-size") => put.val_size = number(&name, &need(v)?)?,
+            ("put", "key-space-size") => {
+                // etcd: "expected positive --key-space-size".
+                let n: i64 = number(&name, &need(v)?)?;
+                if n <= 0 {
+                    return usage(format!("expected positive --key-space-size, got ({n})"));
+                }
+                put.key_space_size = n as u64;
+            }
+            ("put", "sequential-keys") => put.sequential_keys = boolean(&name, v)?,
+            ("range", "total") => range.total = number(&name, &need(v)?)?,
+            ("range", "consistency") => consistency = need(v)?,
+            _ => return usage(format!("unknown flag: --{name}")),
+        }
+    }
+    for (flag, n) in [
+        ("conns", global.conns),
+        ("clients", global.clients),
+        ("executors", global.executors),
+    ] {
+        if n == 0 {
+            return usage(format!("--{flag} must be at least 1"));
+        }
+    }
+
+    let command = match command_name.as_str() {
+        "put" => {
+            if !rest.is_empty() {
+                return usage(format!("put takes no arguments, got {rest:?}"));
+            }
+            crate::keys::check_key_size(put.key_size, put.key_space_size)
+                .map_err(ParseError::Usage)?;
+            Command::Put(put)
+        }
+        "range" => {
+            if rest.is_empty() || rest.len() > 2 {
+                return usage("range takes KEY and an optional END");
+            }
+            range.key = rest[0].clone();
+            range.end = rest.get(1).cloned().unwrap_or_default();
+            range.serializable = match consistency.as_str() {
+                "l" => false,
+                "s" => true,
+                other => return usage(format!("--consistency must be l or s, got {other:?}")),
+            };
+            Command::Range(range)
+        }
+        other => return usage(format!("unknown command {other:?}")),
+    };
+    Ok(Args { global, command })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Args, ParseError> {
+        parse(s.split_whitespace())
+    }
+
+    #[test]
+    fn defaults_match_etcd_benchmark() {
+        let a = p("put").unwrap();
+        assert_eq!(a.global, Global::default());
+        assert_eq!(a.global.endpoints, ["127.0.0.1:2379"]);
+        assert_eq!(
+            (a.global.conns, a.global.clients, a.global.executors),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            a.command,
+            Command::Put(PutArgs {
+                total: 10000,
+                key_size: 8,
+                val_size: 8,
+                key_space_size: 1,
+                sequential_keys: false
+            })
+        );
+        let a = p("range foo").unwrap();
+        assert_eq!(
+            a.command,
+            Command::Range(RangeArgs {
+                key: "foo".into(),
+                end: String::new(),
+                total: 10000,
+                serializable: false
+            })
+        );
+    }
+
+    #[test]
+    fn flags_take_space_or_equals_and_globals_go_anywhere() {
+        let a = p("--endpoints=a:1,b:2 put --conns 4 --clients=16 --total 2000 --sequential-keys --key-space-size 100000 --json")
+            .unwrap();
+        assert_eq!(a.global.endpoints, ["a:1", "b:2"]);
+        assert_eq!((a.global.conns, a.global.clients), (4, 16));
+        assert!(a.global.json);
+        let Command::Put(put) = a.command else {
+            panic!()
+        };
+        assert_eq!(put.total, 2000);
+        assert!(put.sequential_keys);
+        assert_eq!(put.key_space_size, 100000);
+        // A command flag before the command name also works.
+        let a = p("--total 7 range k").unwrap();
+        assert_eq!(a.command.total(), 7);
+        assert!(!p("put --json=false").unwrap().global.json);
+    }
+
+    #[test]
+    fn range_takes_key_optional_end_and_consistency() {
+        let a = p("range foo fop --consistency s --total 2000").unwrap();
+        let Command::Range(r) = a.command else {
+            panic!()
+        };
+        assert_eq!((r.key.as_str(), r.end.as_str()), ("foo", "fop"));
+        assert!(r.serializable);
+        assert_eq!(r.total, 2000);
+        assert!(matches!(p("range"), Err(ParseError::Usage(_))));
+        assert!(matches!(p("range a b c"), Err(ParseError::Usage(_))));
+        assert!(matches!(
+            p("range a --consistency x"),
+            Err(ParseError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn server_pids_are_repeatable_and_comma_separated() {
+        let a = p("put --server-pid 10,11 --server-pid=12").unwrap();
+        assert_eq!(a.global.server_pids, [10, 11, 12]);
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        for bad in [
+            "",
+            "get foo",
+            "put --nope 1",
+            "put --total",
+            "put --total x",
+            "put --conns 0",
+            "put --key-space-size 0",
+            "put --key-space-size -3",
+            "put extra",
+            "range k --key-size 3",
+            "put --key-size 1 --key-space-size 1000",
+            "put --dial-timeout 5parsecs",
+        ] {
+            assert!(
+                matches!(p(bad), Err(ParseError::Usage(_))),
+                "{bad:?} should be refused"
+            );
+        }
+        assert_eq!(p("put --help"), Err(ParseError::Help));
+    }
+
+    #[test]
+    fn durations_use_go_units() {
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+}

@@ -1,0 +1,287 @@
+//! Running a benchmark: executors, connections, clients.
+//!
+//! * `--executors E` glommio executors, executor `e` pinned to CPU
+//!   `e % online CPUs`. Connection `j` lives on executor `j % E` (an h2
+//!   connection is `Rc`-shared and cannot cross threads); client `i` uses
+//!   connection `i % conns` as etcd's `mustCreateClients` does, so it runs
+//!   as a task on that connection's executor. With fewer conns than
+//!   executors the extra executors would idle, so E is capped at conns.
+//! * Connection `j` dials endpoint `j % endpoints`.
+//! * Work: etcd feeds one channel that all clients drain; here every client
+//!   takes the next request number from one shared atomic counter, which
+//!   gives the same "whoever is free takes the next request" behaviour
+//!   across executors without a channel.
+//! * Timing: executors connect first and meet at a barrier; the main thread
+//!   then reads the CPU counters and the start time and releases them. The
+//!   run ends at the last request's completion; CPU is read after the
+//!   executors are joined (their teardown is a few connection closes).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use net::client::{Client, ClientConfig};
+use net::pb::etcdserverpb::{PutRequest, RangeRequest};
+
+use crate::args::{Args, Command};
+use crate::cpu;
+use crate::keys::{key_bytes, KeyGen};
+use crate::report::{CpuUse, Recorder, Report};
+
+/// Locked memory glommio registers per executor. We do no file I/O, so keep
+/// it small: the 10 MiB default needs a raised memlock limit (DESIGN.md,
+/// glommio pitfall 3).
+const IO_MEMORY: usize = 256 << 10;
+
+/// Why a run could not be done at all (per-request failures are counted in
+/// the report instead).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Connect(#[from] net::client::ClientError),
+    #[error("executor: {0}")]
+    Executor(String),
+}
+
+/// Everything an executor needs, `Send` so it crosses into the thread.
+#[derive(Clone)]
+struct Plan {
+    args: Args,
+    executors: usize,
+    next: Arc<AtomicU64>,
+    ready: Arc<Barrier>,
+    go: Arc<Barrier>,
+    /// Random bytes of the put value, the same for every request (etcd
+    /// makes one value per run too).
+    value: Vec<u8>,
+}
+
+struct ExecutorResult {
+    rec: Recorder,
+    /// When this executor's last request finished.
+    last_done: Option<Instant>,
+}
+
+/// Runs the benchmark described by `args`.
+pub fn run(args: &Args) -> Result<Report, RunError> {
+    let g = &args.global;
+    let executors = g.executors.min(g.conns).max(1);
+    if executors < g.executors {
+        eprintln!(
+            "ferrobench: --executors {} capped at --conns {}",
+            g.executors, g.conns
+        );
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let value = match &args.command {
+        Command::Put(p) => {
+            let mut v = vec![0u8; p.val_size];
+            fastrand::Rng::new().fill(&mut v);
+            v
+        }
+        Command::Range(_) => Vec::new(),
+    };
+    let plan = Plan {
+        args: args.clone(),
+        executors,
+        next: Arc::new(AtomicU64::new(0)),
+        ready: Arc::new(Barrier::new(executors + 1)),
+        go: Arc::new(Barrier::new(executors + 1)),
+        value,
+    };
+
+    let mut handles = Vec::with_capacity(executors);
+    for e in 0..executors {
+        let plan = plan.clone();
+        let h = LocalExecutorBuilder::new(Placement::Fixed(e % cpus))
+            .name(&format!("ferrobench-{e}"))
+            .io_memory(IO_MEMORY)
+            .spawn(move || async move { executor_main(e, plan).await })
+            .map_err(|err| RunError::Executor(err.to_string()))?;
+        handles.push(h);
+    }
+
+    // Every executor has connected (or failed) before we start the clock.
+    plan.ready.wait();
+    let cpu_before = read_cpu(&g.server_pids);
+    let start = Instant::now();
+    plan.go.wait();
+
+    let mut rec = Recorder::new();
+    let mut last_done = None::<Instant>;
+    let mut first_err = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(r)) => {
+                rec.merge(&r.rec);
+                last_done = last_done.max(r.last_done);
+            }
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(RunError::Executor(e.to_string()));
+            }
+        }
+    }
+    let cpu_after = read_cpu(&g.server_pids);
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let duration = last_done.map_or(Duration::ZERO, |t| t.saturating_duration_since(start));
+    let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    Ok(Report {
+        cmd: args.command.name().to_string(),
+        total: args.command.total(),
+        clients: g.clients,
+        conns: g.conns,
+        executors,
+        duration,
+        rec,
+        cpu: CpuUse {
+            client_us: diff(cpu_before.client_us, cpu_after.client_us),
+            server_us: diff(cpu_before.server_us, cpu_after.server_us),
+        },
+    })
+}
+
+fn read_cpu(server_pids: &[u32]) -> CpuUse {
+    let server_us = if server_pids.is_empty() {
+        None
+    } else {
+        match cpu::processes_cpu_us(server_pids) {
+            Ok(us) => Some(us),
+            Err(e) => {
+                eprintln!("ferrobench: reading server CPU time: {e}");
+                None
+            }
+        }
+    };
+    CpuUse {
+        client_us: cpu::process_cpu_us(None).ok(),
+        server_us,
+    }
+}
+
+async fn executor_main(e: usize, plan: Plan) -> Result<ExecutorResult, RunError> {
+    let g = &plan.args.global;
+    let cfg = ClientConfig {
+        connect_timeout: g.dial_timeout,
+        ..ClientConfig::default()
+    };
+    // Connections of this executor, by global connection number.
+    let mut conns: Vec<(usize, Client)> = Vec::new();
+    let mut connect_err = None;
+    for j in (e..g.conns).step_by(plan.executors) {
+        let ep = &g.endpoints[j % g.endpoints.len()];
+        match Client::connect_with(ep, cfg.clone()).await {
+            Ok(c) => conns.push((j, c)),
+            Err(err) => {
+                connect_err = Some(err);
+                break;
+            }
+        }
+    }
+    if connect_err.is_some() {
+        // Stop the other executors' clients before they start: no request
+        // number is below the total any more.
+        plan.next.store(u64::MAX / 2, Ordering::Relaxed);
+    }
+    // Always meet the main thread at both barriers, even after a failure,
+    // or it would wait forever. (The barrier also orders the store above
+    // before every executor's first `fetch_add`.)
+    plan.ready.wait();
+    plan.go.wait();
+    if let Some(err) = connect_err {
+        return Err(err.into());
+    }
+
+    let rec = Rc::new(RefCell::new(Recorder::new()));
+    let last_done = Rc::new(RefCell::new(None::<Instant>));
+    let mut tasks = Vec::new();
+    for i in 0..g.clients {
+        let j = i % g.conns;
+        let Some((_, client)) = conns.iter().find(|(n, _)| *n == j) else {
+            continue; // another executor's connection
+        };
+        let (client, rec, last_done, plan) =
+            (client.clone(), rec.clone(), last_done.clone(), plan.clone());
+        tasks.push(glommio::spawn_local(async move {
+            client_loop(i, client, plan, rec, last_done).await;
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    let rec = rec.borrow().clone();
+    let last_done = *last_done.borrow();
+    Ok(ExecutorResult { rec, last_done })
+}
+
+/// One benchmark client: takes request numbers until the total is reached.
+async fn client_loop(
+    i: usize,
+    client: Client,
+    plan: Plan,
+    rec: Rc<RefCell<Recorder>>,
+    last_done: Rc<RefCell<Option<Instant>>>,
+) {
+    let total = plan.args.command.total();
+    match &plan.args.command {
+        Command::Put(p) => {
+            let mut keys = KeyGen::new(
+                p.key_space_size,
+                p.sequential_keys,
+                fastrand::u64(..) ^ i as u64,
+            );
+            loop {
+                let n = plan.next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let req = PutRequest {
+                    key: key_bytes(keys.key_number(n), p.key_size),
+                    value: plan.value.clone(),
+                    ..PutRequest::default()
+                };
+                let t0 = Instant::now();
+                let r = client.put(&req).await.map(drop);
+                finish(t0, r, &rec, &last_done);
+            }
+        }
+        Command::Range(r) => {
+            let req = RangeRequest {
+                key: r.key.as_bytes().to_vec(),
+                range_end: r.end.as_bytes().to_vec(),
+                serializable: r.serializable,
+                ..RangeRequest::default()
+            };
+            loop {
+                let n = plan.next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let t0 = Instant::now();
+                let res = client.range(&req).await.map(drop);
+                finish(t0, res, &rec, &last_done);
+            }
+        }
+    }
+}
+
+fn finish(
+    t0: Instant,
+    result: Result<(), net::grpc::Status>,
+    rec: &RefCell<Recorder>,
+    last_done: &RefCell<Option<Instant>>,
+) {
+    let now = Instant::now();
+    match result {
+        Ok(()) => rec.borrow_mut().ok(now - t0),
+        Err(st) => rec.borrow_mut().err(st.to_string()),
+    }
+    *last_done.borrow_mut() = Some(now);
+}

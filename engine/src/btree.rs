@@ -1,0 +1,147 @@
+//! `engine::btree`: the page file that holds etcd's backend (what bbolt is for
+//! etcd): a copy-on-write B+tree of named buckets in one file of 4 KiB pages.
+//!
+//! ```text
+//! page 0   page 1   page 2 ...                                  page_count-1
+//! [meta A] [meta B] [leaf][branch][overflow][free][free-list]...[leaf] [preallocated, unused]
+//!    \________\__ txn n is written to page n % 2; the valid one with the higher txn wins
+//!                  meta ─▶ catalog tree (bucket name ─▶ root page, key count)
+//!                       ─▶ free-list chain (runs of free pages)
+//!                  bucket root ─▶ branch ─▶ leaf ─▶ overflow chain (values > ~1.3 KiB)
+//! ```
+//! Byte-exact layouts: `engine/FORMAT-btree.md` (repeated in `btree/format.rs`).
+//!
+//! # Use
+//! One writer ([`Db::begin_write`] → [`WriteTxn`], serialised by a mutex) and
+//! any number of snapshot readers ([`Db::begin_read`] → [`ReadTxn`], `Send +
+//! Sync`, usable while a commit is being written). Every commit is durable when
+//! [`WriteTxn::commit`] returns (two `fdatasync`s). DESIGN.md's contract puts
+//! commits on the checkpoint path, never on the client write path, and stores
+//! the applied index in the `meta` bucket in the same commit as the data.
+//!
+//! # Invariants
+//! * **A page reachable from the durable meta, or from a registered snapshot
+//!   (a live `ReadTxn`), is never written.** Commits write only pages that are
+//!   free (see below) or past the old page count, and publish them with a new
+//!   meta in the other slot.
+//! * **Free means unreachable from every snapshot that can still be read.** A
+//!   page unlinked by txn `F` (reachable from snapshot `F-1`, not from `F`) is
+//!   *pending* until every registered reader has a snapshot `>= F`; only then
+//!   may a commit reuse it. `F` is always durable by then, since a commit is
+//!   durable before it is published. The write txn reads only its base
+//!   snapshot, which is the newest, so it needs no registration: nothing it can
+//!   reach is pending.
+//! * **Every page below `page_count` is exactly one of:** meta (0, 1), a tree
+//!   page (catalog or bucket), an overflow page, a free-list page of the
+//!   durable meta, or listed in that free list. Pending pages are in the
+//!   persisted free list (after a restart no reader is left), so a reopen leaks
+//!   nothing. [`Db::check_integrity`] checks exactly this.
+//! * **The file is at least `page_count` pages long** while any snapshot with
+//!   that page count is registered: it grows (in steps, see `grow_target`)
+//!   before pages are written and shrinks only when no reader of an older
+//!   snapshot is left.
+//! * B+tree shape: see `btree/tree.rs`.
+//!
+//! # Commit protocol
+//! 1. Pending pages whose freeing txn is `<=` the oldest reader become free.
+//! 2. Dirty nodes are rebalanced and written bottom-up to newly allocated
+//!    pages (lowest free page first, else the end of the file), then the
+//!    catalog, then the free list (whose own pages come from the free set).
+//! 3. `set_len` if the file must grow; write all new pages; **fdatasync**.
+//! 4. Write the new meta (txn `n`) to page `n % 2`, the older slot; **fdatasync**.
+//! 5. Publish: new readers see txn `n`; the pages it unlinked become pending.
+//!
+//! Any error in 2–5 poisons the Db (fsyncgate: after a failed fsync the page
+//! cache may have dropped dirty pages, so the file's state is unknown); it
+//! keeps serving reads of the last published commit and refuses writes until
+//! reopened, when recovery below decides what survived.
+//!
+//! # Crash safety, case by case
+//! Recovery: read both meta pages, keep those whose CRC (and magic) is valid,
+//! take the higher txn id. A file of at most two pages with no valid meta was
+//! never initialised and starts empty; a larger one is `Corrupt`.
+//! * **Crash before or during the page writes (step 3)**: only free pages and
+//!   pages past the old page count were touched; no valid meta points at them.
+//!   The durable meta `n-1` and everything it reaches are intact: state `n-1`.
+//! * **Crash after the page writes, before the first fdatasync returns**: some
+//!   of the new pages may be on disk, torn or not at all; same as above.
+//! * **Crash after the first fdatasync, before or during the meta write
+//!   (step 4)**: the new pages are durable but unreferenced. The meta slot being
+//!   written held txn `n-2`; if the write tore, that slot fails its CRC and
+//!   recovery takes txn `n-1` from the other slot (untouched). If the write
+//!   reached the disk whole, recovery takes txn `n`, whose pages are durable.
+//!   Either way a committed state: `n-1` or `n`, never a mix.
+//! * **Crash after the meta write, before the second fdatasync returns**: as the
+//!   previous case (the meta may or may not be durable). The caller has not
+//!   seen `commit` return `Ok`, so either outcome is allowed.
+//! * **Crash after the second fdatasync**: txn `n` is durable; recovery takes it.
+//! * Why falling back to `n-1` is always safe: txn `n` never wrote a page that
+//!   `n-1` reaches (first invariant, `n-1` being the durable meta), and its free
+//!   list is the one `n-1` wrote.
+//! * **Growth**: `set_len` comes before the page writes and is made durable by
+//!   the first fdatasync (which flushes the size needed to read the data), so a
+//!   durable meta never names a page past the durable end of file (the redb
+//!   bug in its `crash_consistency` test). A shrink happens after the meta is
+//!   durable and only drops pages past the new page count; if it is lost, the
+//!   file is just longer than needed.
+//! * **File creation**: the new file's directory entry is fsynced before the
+//!   first commit; `compact_into`/`defrag` fsync the copy, rename it, and
+//!   fsync the directory.
+//! The crash tests (`btree/tests/crash.rs`) cut the in-memory disk at every
+//! sync of a workload, with none, all or a torn subset of the unsynced writes
+//! surviving, and compare the reopened state with the model.
+//!
+//! # Media assumptions
+//! * A completed `fdatasync` makes every earlier write, and the file length,
+//!   durable. Nothing is assumed about writes since the last sync: any subset
+//!   may survive, in any order, and each may be torn at any byte (4 KiB page
+//!   writes may tear; we do not even rely on 512-byte sectors being atomic).
+//! * Powersafe overwrite: a write does not damage bytes outside its range
+//!   (writing page 0 cannot destroy page 1).
+//! * The CRC32 of a meta page covers its first 56 bytes (all fields); a torn
+//!   meta fails it except with probability 2^-32. Every other page carries a
+//!   CRC32 of bytes 4..4096 and its own page id, which catches bit rot and
+//!   misdirected or lost writes of a reachable page (reported as `Corrupt`,
+//!   never skipped). Only reachable pages are trusted, and they were durable
+//!   before any meta named them.
+//!
+//! # Read path: memory map vs `pread` + page cache (measured)
+//! Readers need a page of their snapshot to stay valid while the writer
+//! commits. That holds on both paths by the first invariant: the pages of a
+//! registered snapshot are never rewritten, so a mapped slice stays unchanged
+//! for as long as the `ReadTxn` lives, and a `pread` (or a cached copy) returns
+//! the bytes the snapshot committed. The cache is keyed by page id; the writer
+//! invalidates each page it writes before publishing, and no reader could have
+//! been reading those pages (else they would not be free). The map stays valid
+//! because it only ever grows (a bigger file gets a new map; old readers keep
+//! their `Arc` of the old one) and the file is only truncated when no reader
+//! of an older snapshot is left.
+//!
+//! READ_PATH_NUMBERS
+//!
+//! # Not yet
+//! Non-durable commits (redb's), online defrag (the copy already runs from a
+//! snapshot; the catch-up of writes made meanwhile and the swap are missing),
+//! an advisory file lock against a second process.
+
+mod cursor;
+mod db;
+mod error;
+mod format;
+mod pages;
+mod storage;
+mod tree;
+
+#[cfg(test)]
+mod tests;
+
+pub use cursor::Range;
+pub use db::{CompactReport, Db, IntegrityReport, Options, ReadMode, ReadTxn, Stats, WriteTxn};
+pub use error::BtreeError;
+
+/// Longest key (and bucket name) accepted, in bytes.
+pub const MAX_KEY_LEN: usize = format::MAX_KEY_LEN;
+/// Longest value accepted, in bytes.
+pub const MAX_VALUE_LEN: usize = format::MAX_VALUE_LEN;
+/// Page size of the file.
+pub const PAGE_SIZE: usize = format::PAGE_SIZE;

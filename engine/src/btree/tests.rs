@@ -1,0 +1,7 @@
+//! Tests of the B-tree file beside the code: model-based property tests,
+//! crash tests on the in-memory disk, corruption, failpoints.
+
+mod common;
+mod crash;
+mod model;
+mod unit;

@@ -1,0 +1,21 @@
+//! Black-box compatibility suite: the real etcdctl 3.5.1 must see no
+//! difference between ferrocd and real etcd 3.5.1 for the KV API.
+//!
+//! One integration-test binary (linking is slow); modules:
+//! - `harness`: locate etcd/etcdctl, start/stop servers, run etcdctl;
+//! - `mask`: what legitimately differs (IDs, raft term, etcdctl log noise);
+//! - `compare`: scenario runner (etcd vs subject, step by step);
+//! - scenario modules: `kv_compare`, `txn_compare`, `errors`, `defaults`,
+//!   and `selfcheck` (etcd vs etcd, validates the masking).
+//!
+//! `FERROCD_IT_SUBJECT=etcd cargo nextest run -p tools --test it` runs every
+//! comparison etcd-vs-etcd (harness validation without ferrocd).
+
+mod compare;
+mod defaults;
+mod errors;
+mod harness;
+mod kv_compare;
+mod mask;
+mod selfcheck;
+mod txn_compare;
