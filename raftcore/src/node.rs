@@ -150,6 +150,7 @@ impl Node {
         };
         let storage =
             MemStorage::new_with_conf_state(ConfState::from((vec![cfg.member_id], vec![])));
+        bootstrap_like_etcd(&storage, cfg.member_id)?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_cfg, storage, &logger)?;
         let shared = Arc::new(Shared {
@@ -319,6 +320,27 @@ impl Node {
             _ => Err(Error::Stopped),
         }
     }
+}
+
+/// Bootstraps the log the way etcd does: one committed `ConfChangeAddNode`
+/// entry per initial member at term 1, so the first election moves to term 2
+/// and Raft indexes and terms match what etcd reports for the same history.
+fn bootstrap_like_etcd(storage: &MemStorage, member_id: u64) -> Result<(), Error> {
+    let mut cc = ConfChange::default();
+    cc.set_change_type(raft::eraftpb::ConfChangeType::AddNode);
+    cc.node_id = member_id;
+    let mut e = Entry::default();
+    e.set_entry_type(EntryType::EntryConfChange);
+    e.term = 1;
+    e.index = 1;
+    e.data = protobuf::Message::write_to_bytes(&cc)
+        .map_err(|_| DecodeError("conf change"))?
+        .into();
+    let mut st = storage.wl();
+    st.append(&[e])?;
+    st.mut_hard_state().term = 1;
+    st.mut_hard_state().commit = 1;
+    Ok(())
 }
 
 fn is_read_only(t: &TxnRequest) -> bool {

@@ -3,5 +3,7 @@
 
 mod common;
 mod crash;
+#[cfg(feature = "failpoints")]
+mod failpoints;
 mod model;
 mod unit;
