@@ -411,6 +411,11 @@ impl RaftLoop {
     /// belongs to the executor that runs the loop.
     pub async fn run<L: LogStore>(mut self, mut log: L) -> Result<(), Error> {
         let tick = self.shared.cfg.heartbeat;
+        // Apply the bootstrap entries first: raft refuses to campaign while
+        // a configuration change is committed but not applied.
+        if self.raw.has_ready() {
+            self.on_ready(&mut log).await?;
+        }
         // A sole voter need not wait an election timeout to lead.
         if self.raw.raft.prs().conf().voters().ids().len() == 1 {
             self.raw.campaign()?;

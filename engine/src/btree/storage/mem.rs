@@ -95,18 +95,6 @@ impl MemDisk {
         self.st().live.clone()
     }
 
-    /// Overwrites live and durable bytes at `off` (for corruption tests).
-    pub(crate) fn poke(&self, off: usize, bytes: &[u8]) {
-        let mut guard = self.st();
-        let st = &mut *guard;
-        for img in [&mut st.live, &mut st.durable] {
-            if img.len() < off + bytes.len() {
-                img.resize(off + bytes.len(), 0);
-            }
-            img[off..off + bytes.len()].copy_from_slice(bytes);
-        }
-    }
-
     /// The file a crash right now would leave behind.
     pub(crate) fn crash_image(&self, survivors: Survivors) -> Vec<u8> {
         let st = self.st();

@@ -1,7 +1,7 @@
 //! Helpers shared by the B-tree tests: temp dirs, the model, db dumps.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -25,9 +25,6 @@ impl TempDir {
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
-    }
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
     }
     pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.0.join(name)
