@@ -7,6 +7,7 @@ pub mod client;
 pub mod errors;
 pub mod grpc;
 pub mod kv;
+pub mod maintenance;
 pub mod pb;
 pub mod server;
 pub mod shutdown;

@@ -89,6 +89,7 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             }
             let mut router = Router::new();
             kv::register(&mut router, node.clone(), kv.clone());
+            crate::maintenance::register(&mut router, node.clone());
             let router = Rc::new(router);
             let cfg = Rc::new(grpc.clone());
             let shutdown = Trigger::new();

@@ -11,4 +11,4 @@ mod node;
 pub mod proposal;
 
 pub use log_store::{LogError, LogStore, MemLog};
-pub use node::{Applied, Error, Header, Node, NodeConfig, RaftLoop};
+pub use node::{Applied, Error, Header, Node, NodeConfig, RaftLoop, RaftStatus};

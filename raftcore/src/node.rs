@@ -123,7 +123,19 @@ struct Shared {
     term: AtomicU64,
     leader: AtomicU64,
     applied: AtomicU64,
+    /// Last index in the Raft log (etcd's Status.raftIndex).
+    last_index: AtomicU64,
     next_id: AtomicU64,
+}
+
+/// What `Maintenance.Status` reports about Raft.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub leader: u64,
+    pub term: u64,
+    pub raft_index: u64,
+    pub applied_index: u64,
+    pub is_learner: bool,
 }
 
 /// The handle through which requests reach the cluster. Cheap to share
@@ -159,6 +171,7 @@ impl Node {
             term: AtomicU64::new(0),
             leader: AtomicU64::new(0),
             applied: AtomicU64::new(0),
+            last_index: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
         });
         let (tx, rx) = async_channel::unbounded();
@@ -191,6 +204,16 @@ impl Node {
     /// The current leader's member ID, 0 when none is known.
     pub fn leader(&self) -> u64 {
         self.shared.leader.load(Ordering::Acquire)
+    }
+
+    pub fn raft_status(&self) -> RaftStatus {
+        RaftStatus {
+            leader: self.leader(),
+            term: self.term(),
+            raft_index: self.shared.last_index.load(Ordering::Acquire),
+            applied_index: self.applied_index(),
+            is_learner: false,
+        }
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -492,6 +515,9 @@ impl RaftLoop {
         self.shared
             .term
             .store(self.raw.raft.term, Ordering::Release);
+        self.shared
+            .last_index
+            .store(self.raw.raft.raft_log.last_index(), Ordering::Release);
     }
 
     async fn on_ready<L: LogStore>(&mut self, log: &mut L) -> Result<(), Error> {

@@ -1,0 +1,69 @@
+//! The etcd Maintenance service (`etcdserverpb.Maintenance`): the parts that
+//! exist so far. Status reports this member's Raft position; Alarm lists
+//! alarms (none can be raised yet: there is no quota or corruption check).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use raftcore::Node;
+
+use crate::grpc::{unary, CallInfo, Router, Status};
+use crate::pb::etcdserverpb as pb;
+
+/// The etcd API version we implement, reported where etcd reports its own.
+pub const ETCD_VERSION: &str = "3.5.1";
+
+pub fn register(router: &mut Router, node: Arc<Node>) {
+    let node = Rc::new(node);
+    let n = node.clone();
+    router.add(
+        "/etcdserverpb.Maintenance/Status",
+        unary(move |_: pb::StatusRequest, _: CallInfo| {
+            let n = n.clone();
+            async move { status(&n) }
+        }),
+    );
+    let n = node;
+    router.add(
+        "/etcdserverpb.Maintenance/Alarm",
+        unary(move |_: pb::AlarmRequest, _: CallInfo| {
+            let n = n.clone();
+            async move {
+                Ok::<_, Status>(pb::AlarmResponse {
+                    header: header(&n)?,
+                    alarms: Vec::new(),
+                })
+            }
+        }),
+    );
+}
+
+fn header(n: &Node) -> Result<Option<pb::ResponseHeader>, Status> {
+    let rev = n
+        .current_revision()
+        .map_err(|e| crate::errors::status_of(&e))?;
+    let h = n.header(rev);
+    Ok(Some(pb::ResponseHeader {
+        cluster_id: h.cluster_id,
+        member_id: h.member_id,
+        revision: h.revision,
+        raft_term: h.raft_term,
+    }))
+}
+
+fn status(n: &Node) -> Result<pb::StatusResponse, Status> {
+    let rs = n.raft_status();
+    Ok(pb::StatusResponse {
+        header: header(n)?,
+        version: ETCD_VERSION.to_string(),
+        // No backend file yet (keys live in memory): nothing to report.
+        db_size: 0,
+        leader: rs.leader,
+        raft_index: rs.raft_index,
+        raft_term: rs.term,
+        raft_applied_index: rs.applied_index,
+        errors: Vec::new(),
+        db_size_in_use: 0,
+        is_learner: rs.is_learner,
+    })
+}
