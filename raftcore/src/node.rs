@@ -16,7 +16,7 @@
 //!   (ReadIndex), so it reflects every write acknowledged before it began.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -125,6 +125,10 @@ struct Shared {
     applied: AtomicU64,
     /// Last index in the Raft log (etcd's Status.raftIndex).
     last_index: AtomicU64,
+    /// True while this member is the leader and the only voter. Then no
+    /// other leader can exist and every acknowledged write is already
+    /// applied (acks follow apply), so ReadIndex has nothing to wait for.
+    sole_leader: AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -172,6 +176,7 @@ impl Node {
             leader: AtomicU64::new(0),
             applied: AtomicU64::new(0),
             last_index: AtomicU64::new(0),
+            sole_leader: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         });
         let (tx, rx) = async_channel::unbounded();
@@ -281,6 +286,9 @@ impl Node {
     /// ReadIndex: resolves once this member has applied everything that was
     /// committed when the read arrived.
     pub async fn read_barrier(&self) -> Result<(), Error> {
+        if self.shared.sole_leader.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Read { done })

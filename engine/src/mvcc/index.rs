@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::error::Error;
-use super::key_index::{KeyAt, KeyIndex};
+use super::key_index::{KeyAt, KeyIndex, Mark};
 use super::key_range::KeyRange;
 use super::revision::Revision;
 
@@ -87,16 +87,19 @@ impl TreeIndex {
         }
     }
 
-    /// A copy of one key's index, for undoing a failed write.
-    pub(crate) fn snapshot(&self, key: &[u8]) -> Option<KeyIndex> {
-        self.keys.get(key).cloned()
+    /// Bookmarks `key`'s index before a write txn touches it (`None`: the
+    /// key has no index yet).
+    pub(crate) fn mark(&self, key: &[u8]) -> Option<Mark> {
+        self.keys.get(key).map(KeyIndex::mark)
     }
 
-    /// Puts back a copy taken by [`TreeIndex::snapshot`].
-    pub(crate) fn restore(&mut self, key: Vec<u8>, saved: Option<KeyIndex>) {
-        match saved {
-            Some(ki) => {
-                self.keys.insert(key, ki);
+    /// Undoes a write txn's changes to `key` back to `mark`.
+    pub(crate) fn rewind(&mut self, key: Vec<u8>, mark: Option<Mark>) {
+        match mark {
+            Some(m) => {
+                if let Some(ki) = self.keys.get_mut(&key) {
+                    ki.rewind(m);
+                }
             }
             None => {
                 self.keys.remove(&key);

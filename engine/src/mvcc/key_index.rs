@@ -54,6 +54,16 @@ pub(crate) struct KeyAt {
     pub version: i64,
 }
 
+/// See [`KeyIndex::mark`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Mark {
+    modified: Revision,
+    generations: usize,
+    last_revs: usize,
+    last_ver: i64,
+    last_created: Revision,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct KeyIndex {
     /// The newest revision ever added.
@@ -74,6 +84,32 @@ impl KeyIndex {
             modified: Revision::default(),
             generations: vec![Generation::default()],
         }
+    }
+
+    /// A constant-size bookmark of the index's current shape. A write txn
+    /// only appends to an index (revisions to the last generation, new
+    /// generations after it), so rewinding to a mark undoes exactly the
+    /// txn's changes, whatever the length of the key's history.
+    pub(crate) fn mark(&self) -> Mark {
+        let last = self.generations.last();
+        Mark {
+            modified: self.modified,
+            generations: self.generations.len(),
+            last_revs: last.map_or(0, |g| g.revs.len()),
+            last_ver: last.map_or(0, |g| g.ver),
+            last_created: last.map_or(Revision::default(), |g| g.created),
+        }
+    }
+
+    /// Undoes everything appended since `mark` was taken.
+    pub(crate) fn rewind(&mut self, mark: Mark) {
+        self.generations.truncate(mark.generations.max(1));
+        if let Some(g) = self.generations.last_mut() {
+            g.revs.truncate(mark.last_revs);
+            g.ver = mark.last_ver;
+            g.created = mark.last_created;
+        }
+        self.modified = mark.modified;
     }
 
     /// True when no revision is left; such an index must be dropped.

@@ -91,7 +91,7 @@ mod tests {
                 for k in keys {
                     let in_bounds = r
                         .bounds()
-                        .is_some_and(|b| std::ops::RangeBounds::contains(&b, k));
+                        .is_some_and(|b| std::ops::RangeBounds::<[u8]>::contains(&b, *k));
                     assert_eq!(r.contains(k), in_bounds, "{r:?} {k:?}");
                 }
             }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use super::error::Error;
-use super::key_index::KeyIndex;
+use super::key_index::Mark;
 use super::key_range::KeyRange;
 use super::kv::KeyValue;
 use super::requests::{
@@ -27,8 +27,9 @@ pub(crate) struct WriteTxn<'s> {
     begin_rev: i64,
     /// Number of changes so far; also the next sub revision.
     changes: i64,
-    /// Each touched key's index as it was before the txn (`None`: absent).
-    saved: BTreeMap<Vec<u8>, Option<KeyIndex>>,
+    /// A bookmark of each touched key's index before the txn (`None`:
+    /// absent), so rollback costs O(keys touched), not O(their history).
+    saved: BTreeMap<Vec<u8>, Option<Mark>>,
     written: Vec<Revision>,
 }
 
@@ -119,7 +120,7 @@ impl<'s> WriteTxn<'s> {
 
     fn save(&mut self, key: &[u8]) {
         if !self.saved.contains_key(key) {
-            let before = self.store.index.snapshot(key);
+            let before = self.store.index.mark(key);
             self.saved.insert(key.to_vec(), before);
         }
     }
@@ -174,7 +175,7 @@ impl<'s> WriteTxn<'s> {
             self.store.records.remove(rev);
         }
         for (key, before) in self.saved {
-            self.store.index.restore(key, before);
+            self.store.index.rewind(key, before);
         }
     }
 }

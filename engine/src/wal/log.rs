@@ -794,18 +794,30 @@ async fn flusher(sh: Rc<Shared>) {
 /// Writes everything queued (that fits the active segment) as one batch and
 /// makes it durable.
 async fn commit(sh: &Rc<Shared>) -> Result<(), WalError> {
+    let mut rotated = false;
     loop {
-        let fits = {
+        let (fits, need) = {
             let st = sh.st.borrow();
             let (Some(seg), Some(p)) = (st.segments.last(), st.pending.front()) else {
                 return Ok(());
             };
-            st.write_pos + format::padded_batch_len(p.bytes.len()) <= seg.size
+            let need = format::padded_batch_len(p.bytes.len());
+            (st.write_pos + need <= seg.size, need)
         };
         if fits {
             break;
         }
+        if rotated {
+            // Cannot happen: appends are limited to a quarter segment. Fail
+            // (and poison) rather than rotate forever.
+            return Err(WalError::TooLarge {
+                what: "batch",
+                size: need,
+                max: sh.opts.segment_size,
+            });
+        }
         new_segment(sh).await?;
+        rotated = true;
     }
     // Take the longest prefix of the queue that fits, build the batch.
     let (file, seg_seq, pos, buf, taken, padded) = {
