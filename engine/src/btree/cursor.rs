@@ -5,6 +5,9 @@ use std::ops::Bound;
 use super::error::BtreeError;
 use super::tree::{depth_error, Loaded, NodeRef, Src, MAX_DEPTH};
 
+/// One `(key, value)` pair, owned.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// A path from the root to a leaf position. For a branch the index is the
 /// child on the path; for the leaf it is, going forward, the next entry to
 /// yield and, going backward, one past it.
@@ -69,11 +72,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Yields the next entry in the direction, moving across leaves.
-    fn step(
-        &mut self,
-        src: Src<'a>,
-        forward: bool,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, BtreeError> {
+    fn step(&mut self, src: Src<'a>, forward: bool) -> Result<Option<Entry>, BtreeError> {
         loop {
             let Some((node, i)) = self.stack.last_mut() else {
                 return Ok(None);
@@ -173,7 +172,7 @@ impl<'a> Range<'a> {
         }
     }
 
-    fn advance(&mut self, forward: bool) -> Result<Option<(Vec<u8>, Vec<u8>)>, BtreeError> {
+    fn advance(&mut self, forward: bool) -> Result<Option<Entry>, BtreeError> {
         let Some(root) = self.root else {
             return Ok(None);
         };
@@ -199,6 +198,8 @@ impl<'a> Range<'a> {
         let Some((k, v)) = cursor.step(src, forward)? else {
             return Ok(None);
         };
+        // An entry is yielded once: the front stops before the last key the
+        // back yielded and vice versa, and each end stops at its bound.
         let inside = if forward {
             self.before_end(&k) && self.back_last.as_ref().is_none_or(|b| k < *b)
         } else {
@@ -215,7 +216,7 @@ impl<'a> Range<'a> {
         Ok(Some((k, v)))
     }
 
-    fn next_in(&mut self, forward: bool) -> Option<Result<(Vec<u8>, Vec<u8>), BtreeError>> {
+    fn next_in(&mut self, forward: bool) -> Option<Result<Entry, BtreeError>> {
         if self.done {
             return None;
         }
@@ -234,7 +235,7 @@ impl<'a> Range<'a> {
 }
 
 impl Iterator for Range<'_> {
-    type Item = Result<(Vec<u8>, Vec<u8>), BtreeError>;
+    type Item = Result<Entry, BtreeError>;
     fn next(&mut self) -> Option<Self::Item> {
         self.next_in(true)
     }

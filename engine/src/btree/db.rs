@@ -26,6 +26,7 @@ pub(crate) mod fp {
     pub(crate) fn armed() -> bool {
         ARMED.with(|a| a.get())
     }
+    #[cfg(test)]
     pub(crate) fn arm(on: bool) {
         ARMED.with(|a| a.set(on));
     }
@@ -269,13 +270,15 @@ impl Db {
                 what: "file shorter than the meta's page count",
             });
         }
+        // The free list of the chosen meta is the whole allocator state: no
+        // reader survives a restart, so nothing is pending.
         let (free, freelist_pages) = read_freelist(&*store, &meta)?;
-        let use_mmap = opts.read_mode == ReadMode::Mmap && store.map(0).is_ok_and(|m| m.is_some());
-        let map = if use_mmap {
-            store.map(len)?.map(Arc::new)
-        } else {
-            None
+        // Backends without a map (the in-memory test disk) read with pread.
+        let map = match opts.read_mode {
+            ReadMode::Mmap => store.map(len)?.map(Arc::new),
+            ReadMode::Pread { .. } => None,
         };
+        let use_mmap = map.is_some();
         let cache = match opts.read_mode {
             ReadMode::Pread { cache_pages } if cache_pages > 0 => Some(PageCache::new(cache_pages)),
             _ => None,
@@ -313,7 +316,7 @@ impl Db {
 
     /// A snapshot of the last commit. Usable from any thread, while writes
     /// commit; the pages it can reach are not reused until it is dropped.
-    pub fn begin_read(&self) -> Result<ReadTxn, BtreeError> {
+    pub fn begin_read(&self) -> ReadTxn {
         let mut st = self.inner.state();
         let meta = st.meta;
         *st.readers.entry(meta.txn).or_default() += 1;
@@ -322,10 +325,10 @@ impl Db {
             map: st.map.clone(),
             meta,
         };
-        Ok(ReadTxn {
+        ReadTxn {
             reader,
             buckets: st.buckets.clone(),
-        })
+        }
     }
 
     /// Starts the write txn, waiting for the previous one to finish.
@@ -361,6 +364,12 @@ impl Db {
         })
     }
 
+    /// Whether readers go through the memory map.
+    #[cfg(test)]
+    pub(crate) fn uses_mmap(&self) -> bool {
+        self.inner.use_mmap
+    }
+
     /// True once a commit's I/O failed; the Db then refuses writes.
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::SeqCst)
@@ -391,7 +400,7 @@ impl Db {
             )
             .into());
         }
-        let snap = self.begin_read()?;
+        let snap = self.begin_read();
         let out = Db::open(
             dest,
             Options {
@@ -454,7 +463,7 @@ impl Db {
     /// exactly one of meta, tree page, overflow page, free-list page or free;
     /// keys ascend within and across pages; bucket counts match.
     pub fn check_integrity(&self) -> Result<IntegrityReport, BtreeError> {
-        let snap = self.begin_read()?;
+        let snap = self.begin_read();
         snap.check_integrity()
     }
 }
@@ -676,8 +685,7 @@ impl ReadTxn {
             let mut n = 0u64;
             if root != NO_PAGE {
                 // (page, depth, lower bound, upper bound)
-                let mut stack: Vec<(PageId, usize, Option<Vec<u8>>, Option<Vec<u8>>)> =
-                    vec![(root, 0, None, None)];
+                let mut stack: Vec<CheckFrame> = vec![(root, 0, None, None)];
                 let mut leaf_depth = None;
                 while let Some((p, depth, lo, hi)) = stack.pop() {
                     if depth > MAX_DEPTH {
@@ -780,6 +788,9 @@ impl ReadTxn {
     }
 }
 
+/// A page to check: id, depth, and the key bounds its parent gives it.
+type CheckFrame = (PageId, usize, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// A bucket as the write txn sees it.
 #[derive(Clone, Copy)]
 struct WBucket {
@@ -809,6 +820,8 @@ struct CommitAlloc<'a> {
 impl Alloc for CommitAlloc<'_> {
     fn alloc(&mut self) -> PageId {
         // Lowest first, so the tail of the file empties and can be cut.
+        // Every page handed out here is free (no snapshot and no durable meta
+        // reaches it) or past the base page count: the first invariant.
         self.free.pop_first().unwrap_or_else(|| {
             self.page_count += 1;
             self.page_count - 1
@@ -1034,7 +1047,9 @@ impl<'db> WriteTxn<'db> {
         let mut freed_now = std::mem::take(&mut self.cow.freed);
         freed_now.append(&mut w.freelist_pages);
 
-        // 4. Cut free pages off the end of the file.
+        // 4. Cut free pages off the end of the file. Only reusable pages:
+        //    a pending or just-freed page may still be read by a snapshot and
+        //    must stay below the page count (and inside the file).
         let mut page_count = alloc.page_count;
         while page_count > FIRST_DATA_PAGE && alloc.free.remove(&(page_count - 1)) {
             page_count -= 1;
@@ -1051,6 +1066,8 @@ impl<'db> WriteTxn<'db> {
             .chain(freed_now.iter().copied())
             .collect();
         all.sort_unstable();
+        // A page in two of these sets would be handed out twice later: only a
+        // page reachable twice (corruption) or a bug gets here. Refuse to commit.
         if let Some(d) = all.windows(2).find(|p| p[0] == p[1]) {
             return Err(BtreeError::Corrupt {
                 page: d[0],
@@ -1058,6 +1075,9 @@ impl<'db> WriteTxn<'db> {
             });
         }
         let mut fl_pages: Vec<PageId> = Vec::new();
+        // Taking a page from the free set for the list can only shrink the
+        // list (taking a run's first page never adds a run), so this settles
+        // after a round or two.
         let runs = loop {
             let runs = to_runs(&all);
             if fl_pages.len() >= runs.len().div_ceil(FREELIST_RUNS_PER_PAGE) {
@@ -1105,6 +1125,12 @@ impl<'db> WriteTxn<'db> {
                 st.map = inner.store.map(len)?.map(Arc::new);
             }
         }
+        if let Some(map) = &st.map {
+            // A reused page's old "checked" bit must not vouch for its new bytes.
+            for (p, _) in &out {
+                map.clear_verified(*p);
+            }
+        }
         st.meta = meta;
         st.buckets = Arc::new(published);
         w.pending.push((txn, freed_now));
@@ -1121,6 +1147,8 @@ impl<'db> WriteTxn<'db> {
 }
 
 /// Coalesces sorted page ids into `(start, len)` runs.
+/// Run-length form keeps the free list small after a mass delete, when most
+/// freed pages are neighbours (and a page holds 339 runs).
 fn to_runs(sorted: &[PageId]) -> Vec<(PageId, u32)> {
     let mut runs: Vec<(PageId, u32)> = Vec::new();
     for &p in sorted {

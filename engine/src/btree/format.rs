@@ -233,6 +233,16 @@ fn seal_page(b: &mut PageBuf) {
     put_u32(b, HDR_CRC_OFF, crc);
 }
 
+/// Checks a page's CRC32 (bytes 4..4096 against the stored one).
+pub(crate) fn check_crc(b: &[u8], id: PageId) -> Result<(), BtreeError> {
+    let stored = get_u32(b, HDR_CRC_OFF).ok_or_else(|| corrupt(id, "short page"))?;
+    if b.len() != PAGE_SIZE || crc32fast::hash(b.get(HDR_TYPE_OFF..).unwrap_or_default()) != stored
+    {
+        return Err(corrupt(id, "page checksum mismatch"));
+    }
+    Ok(())
+}
+
 /// Checks a page's checksum (when `verify_crc`), its self id and its type;
 /// returns the type and the count field. Every reader goes through this before
 /// it looks at a body.
@@ -245,10 +255,7 @@ pub(crate) fn check_header(
         return Err(corrupt(id, "short page"));
     }
     if verify_crc {
-        let stored = get_u32(b, HDR_CRC_OFF).ok_or_else(|| corrupt(id, "short page"))?;
-        if crc32fast::hash(b.get(HDR_TYPE_OFF..).unwrap_or_default()) != stored {
-            return Err(corrupt(id, "page checksum mismatch"));
-        }
+        check_crc(b, id)?;
     }
     if get_u64(b, HDR_ID_OFF) != Some(id) {
         return Err(corrupt(id, "page holds another page's id"));

@@ -57,7 +57,11 @@ impl Reader {
                 page: id,
                 what: "page beyond the mapped file",
             })?;
-            return Ok((PageRef::Mapped(bytes), self.inner.verify_checksums));
+            if self.inner.verify_checksums && !map.is_verified(id) {
+                format::check_crc(bytes, id)?;
+                map.set_verified(id);
+            }
+            return Ok((PageRef::Mapped(bytes), false));
         }
         if let Some(cache) = &self.inner.cache {
             if let Some(p) = cache.get(id) {

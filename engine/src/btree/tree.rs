@@ -400,7 +400,10 @@ impl Cow {
         Ok(self.arena.len() - 1)
     }
 
-    /// Copies the path to `key`'s leaf; returns the leaf's arena index.
+    /// Copies the path to `key`'s leaf; returns the leaf's arena index. Every
+    /// node on the path becomes dirty and its parent points at the copy, so the
+    /// spill at commit rewrites exactly the changed paths (copy-on-write) and
+    /// the base pages they replace are freed by this txn.
     fn dirty_path(
         &mut self,
         reader: &Reader,
@@ -452,7 +455,9 @@ impl Cow {
         }
     }
 
-    /// Removes `key`; returns the old value. A miss copies nothing.
+    /// Removes `key`; returns the old value. A miss copies nothing: the read
+    /// first saves copying a path (and freeing its pages) for an absent key,
+    /// which etcd's deletes of absent keys would otherwise pay per commit.
     pub(crate) fn remove(
         &mut self,
         reader: &Reader,
@@ -591,6 +596,9 @@ impl Cow {
                 i += 1;
                 continue;
             }
+            // Merge with the right sibling (the left one for the last child);
+            // a clean sibling is copied first. The merged node may be too big:
+            // the spill splits it again, which redistributes the entries.
             let (l, r) = if i + 1 < n { (i, i + 1) } else { (i - 1, i) };
             let (lref, rref, sep) = match &self.arena[idx] {
                 MemNode::Branch { keys, children } => (children[l], children[r], keys[r].clone()),
@@ -645,6 +653,8 @@ impl Cow {
             Some(NodeRef::Page(p)) => return Ok(Some(p)),
             Some(NodeRef::Mem(i)) => i,
         };
+        // Children are written before their parents (a parent needs their page
+        // ids), so pages of one commit never point at pages not yet allocated.
         let mut pieces = self.spill_node(idx, alloc, out, 0)?;
         // A split root grows the tree by one level per round.
         for _ in 0..MAX_DEPTH {

@@ -139,8 +139,10 @@ async fn wal_cell(method: SyncMethod, appenders: usize) {
     }
     let el = start.elapsed().as_secs_f64();
     let s = wal.stats();
-    let mut lat = lat.borrow_mut();
-    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    let (p50, p99) = {
+        let mut lat = lat.borrow_mut();
+        (pct(&mut lat, 0.5), pct(&mut lat, 0.99))
+    };
     println!(
         "wal    {method:<13?} {appenders:>3} appenders: {:>8.0} rec/s {:>7.0} fsync/s {:>6.1} rec/fsync   p50 {:>7.1} us  p99 {:>7.1} us   records {:>5.1}% of bytes written, {} rotations",
         s.records as f64 / el,

@@ -103,7 +103,7 @@ impl SegmentHeader {
             nonce: le_u64(h, SH_NONCE),
             segment_size: le_u64(h, SH_SEGMENT_SIZE),
         };
-        if hdr.segment_size < 2 * BLOCK || hdr.segment_size % BLOCK != 0 {
+        if hdr.segment_size < 2 * BLOCK || !hdr.segment_size.is_multiple_of(BLOCK) {
             return Err(format!("bad segment size {}", hdr.segment_size));
         }
         Ok(hdr)

@@ -1009,7 +1009,10 @@ fn spawn_prepare(sh: &Rc<Shared>) {
 }
 
 fn check_opts(o: &WalOptions) -> Result<(), WalError> {
-    if o.segment_size % BLOCK != 0 || o.segment_size < 16 * BLOCK || o.segment_size > 1 << 40 {
+    if !o.segment_size.is_multiple_of(BLOCK)
+        || o.segment_size < 16 * BLOCK
+        || o.segment_size > 1 << 40
+    {
         return Err(WalError::Unsupported {
             what: format!(
                 "segment size {} (must be a multiple of {BLOCK}, at least {})",

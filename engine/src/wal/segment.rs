@@ -38,7 +38,7 @@ impl SegFile {
             .dma_open(path)
             .await
             .map_err(|e| WalError::io("open", path, e))?;
-        if dma.alignment() > BLOCK || BLOCK % dma.alignment() != 0 {
+        if dma.alignment() > BLOCK || !BLOCK.is_multiple_of(dma.alignment()) {
             let a = dma.alignment();
             let _ = dma.close().await;
             return Err(WalError::Unsupported {
@@ -68,7 +68,7 @@ impl SegFile {
     /// Writes `buf` (a whole number of blocks) at `pos`, all of it or an error.
     pub async fn write_at(&self, buf: DmaBuffer, pos: u64) -> Result<(), WalError> {
         let len = buf.len();
-        debug_assert!(pos % BLOCK == 0 && len as u64 % BLOCK == 0);
+        debug_assert!(pos.is_multiple_of(BLOCK) && (len as u64).is_multiple_of(BLOCK));
         let n = self
             .dma
             .write_at(buf, pos)
@@ -212,9 +212,11 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(|e| WalError::io("fsync dir", dir, e))
 }
 
-/// Segment files in `dir` as `(seq, first_index, path)`, sorted by seq; and
-/// leftover `.tmp` files.
-pub(super) fn list(dir: &Path) -> Result<(Vec<(u64, u64, PathBuf)>, Vec<PathBuf>), WalError> {
+/// `(seq, first_index, path)` of each segment, and the leftover `.tmp` files.
+pub(super) type Listing = (Vec<(u64, u64, PathBuf)>, Vec<PathBuf>);
+
+/// Segment files in `dir`, sorted by seq, and leftover `.tmp` files.
+pub(super) fn list(dir: &Path) -> Result<Listing, WalError> {
     let mut segs = Vec::new();
     let mut tmps = Vec::new();
     let rd = match fs::read_dir(dir) {

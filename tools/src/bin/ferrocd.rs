@@ -17,15 +17,17 @@ fn main() {
     }
 }
 
-/// Executor threads. Not an etcd flag, so it is read from our own variable;
-/// defaults to one per online CPU (see DESIGN.md: on a shared 2-core
-/// machine, one executor can cost less CPU per request; measure both).
+/// Executor threads. Not an etcd flag, so it is read from our own variable.
+/// Default 1: measured on the 2-core machine (BENCHMARKS.md), two executors
+/// cost 7x more server CPU per request at 1 client (156 vs 22 us: every
+/// request then crosses threads to the Raft loop and back) and 1.4x more at
+/// 256 clients, with no throughput gain while the client shares the cores.
 fn executors() -> usize {
     std::env::var("FERROCD_EXECUTORS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .unwrap_or(1)
 }
 
 fn flag_duration(cfg: &Config, name: &str, default: Duration) -> Duration {

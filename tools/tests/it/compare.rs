@@ -107,7 +107,7 @@ struct Masked {
     stderr: Vec<u8>,
 }
 
-fn masked(step: &Step, out: &CtlOutput, server: &Server) -> Masked {
+fn masked(step: &Step, out: &CtlOutput, endpoint: &str) -> Masked {
     let stdout = if step.is_protobuf() {
         mask::mask_protobuf_header(&out.stdout)
     } else {
@@ -116,7 +116,7 @@ fn masked(step: &Step, out: &CtlOutput, server: &Server) -> Masked {
     Masked {
         code: out.code,
         stdout,
-        stderr: mask::mask_client_noise(&out.stderr, &server.endpoint()),
+        stderr: mask::mask_client_noise(&out.stderr, endpoint),
     }
 }
 
@@ -180,36 +180,54 @@ pub fn compare_scenario_against(subject: Kind, name: &str, server_args: &[&str],
         let s = sc.spawn(|| run_steps(&subject, steps));
         (r.join().unwrap(), s.join().unwrap())
     });
-
+    let r = Side { label: "etcd", endpoint: reference.endpoint(), outputs: r_out };
+    let s = Side { label: subject.kind.label(), endpoint: subject.endpoint(), outputs: s_out };
     if std::env::var_os("FERROCD_IT_DUMP").is_some() {
-        let mut d = format!("\n######## scenario {name} (server args {server_args:?})\n");
-        for (i, step) in steps.iter().enumerate() {
-            let a = masked(step, &r_out[i], &reference);
-            let b = masked(step, &s_out[i], &subject);
-            let bin = step.is_protobuf();
-            d.push_str(&format!(
-                "== step {i}: {}\n  etcd exit {}\n{}{}",
-                step.display(),
-                a.code,
-                show(&a.stdout, bin),
-                show(&a.stderr, false)
-            ));
-            if a != b {
-                d.push_str(&format!(
-                    "  {} exit {} (DIFFERENT)\n{}{}",
-                    subject.kind.label(),
-                    b.code,
-                    show(&b.stdout, bin),
-                    show(&b.stderr, false)
-                ));
-            }
-        }
-        eprintln!("{d}");
+        eprintln!("{}", dump(name, server_args, steps, &r, &s));
     }
+    if let Err(msg) = check(name, server_args, steps, &r, &s) {
+        panic!("{msg}");
+    }
+}
 
+/// One server's results for a scenario.
+pub struct Side {
+    pub label: &'static str,
+    pub endpoint: String,
+    pub outputs: Vec<CtlOutput>,
+}
+
+fn dump(name: &str, server_args: &[&str], steps: &[Step], r: &Side, s: &Side) -> String {
+    let mut d = format!("\n######## scenario {name} (server args {server_args:?})\n");
+    for (i, step) in steps.iter().enumerate() {
+        let a = masked(step, &r.outputs[i], &r.endpoint);
+        let b = masked(step, &s.outputs[i], &s.endpoint);
+        let bin = step.is_protobuf();
+        d.push_str(&format!(
+            "== step {i}: {}\n  etcd exit {}\n{}{}",
+            step.display(),
+            a.code,
+            show(&a.stdout, bin),
+            show(&a.stderr, false)
+        ));
+        if a != b {
+            d.push_str(&format!(
+                "  {} exit {} (DIFFERENT)\n{}{}",
+                s.label,
+                b.code,
+                show(&b.stdout, bin),
+                show(&b.stderr, false)
+            ));
+        }
+    }
+    d
+}
+
+/// Sanity expectations on the reference, then the step-by-step comparison.
+pub fn check(name: &str, server_args: &[&str], steps: &[Step], r: &Side, s: &Side) -> Result<(), String> {
     // 1. Sanity of the scenario itself, on the reference.
     let mut bad_scenario = String::new();
-    for (i, (step, out)) in steps.iter().zip(&r_out).enumerate() {
+    for (i, (step, out)) in steps.iter().zip(&r.outputs).enumerate() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let mut problems = vec![];
@@ -238,18 +256,19 @@ pub fn compare_scenario_against(subject: Kind, name: &str, server_args: &[&str],
             ));
         }
     }
-    assert!(
-        bad_scenario.is_empty(),
-        "\nSCENARIO `{name}` IS BROKEN: the reference etcd did not behave as the scenario expects \
-         (harness/scenario bug, not a subject bug):\n{bad_scenario}"
-    );
+    if !bad_scenario.is_empty() {
+        return Err(format!(
+            "\nSCENARIO `{name}` IS BROKEN: the reference etcd did not behave as the scenario expects \
+             (harness/scenario bug, not a subject bug):\n{bad_scenario}"
+        ));
+    }
 
     // 2. Step-by-step comparison.
     let mut report = String::new();
     let mut mismatches = 0;
     for (i, step) in steps.iter().enumerate() {
-        let a = masked(step, &r_out[i], &reference);
-        let b = masked(step, &s_out[i], &subject);
+        let a = masked(step, &r.outputs[i], &r.endpoint);
+        let b = masked(step, &s.outputs[i], &s.endpoint);
         if a == b {
             continue;
         }
@@ -257,26 +276,18 @@ pub fn compare_scenario_against(subject: Kind, name: &str, server_args: &[&str],
         let bin = step.is_protobuf();
         report.push_str(&format!("\n== step {i}: {}\n", step.display()));
         if a.code != b.code {
-            report.push_str(&format!(
-                "  exit code: etcd {} vs {} {}\n",
-                a.code,
-                subject.kind.label(),
-                b.code
-            ));
+            report.push_str(&format!("  exit code: etcd {} vs {} {}\n", a.code, s.label, b.code));
         } else {
             report.push_str(&format!("  exit code: {} (same)\n", a.code));
         }
-        for (what, x, y) in [
-            ("stdout", &a.stdout, &b.stdout),
-            ("stderr", &a.stderr, &b.stderr),
-        ] {
+        for (what, x, y) in [("stdout", &a.stdout, &b.stdout), ("stderr", &a.stderr, &b.stderr)] {
             if x == y {
                 report.push_str(&format!("  {what}: same\n"));
             } else {
                 report.push_str(&format!(
                     "  {what} etcd:\n{}  {what} {}:\n{}{}",
                     show(x, bin && what == "stdout"),
-                    subject.kind.label(),
+                    s.label,
                     show(y, bin && what == "stdout"),
                     first_diff_line(x, y)
                 ));
@@ -288,13 +299,83 @@ pub fn compare_scenario_against(subject: Kind, name: &str, server_args: &[&str],
         for (i, step) in steps.iter().enumerate() {
             all.push_str(&format!("  {i:>3}: {}\n", step.display()));
         }
-        panic!(
+        return Err(format!(
             "\nSCENARIO `{name}`: {mismatches} of {} steps differ between etcd and {} \
              (masked: cluster_id/member_id/raft_term, etcdctl log ts/ptr/endpoint)\n\
-             server args: {:?}\nall steps:\n{all}{report}\n",
+             server args: {server_args:?}\nall steps:\n{all}{report}\n",
             steps.len(),
-            subject.kind.label(),
-            server_args
+            s.label,
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(code: i32, stdout: &str, stderr: &str) -> CtlOutput {
+        CtlOutput { code, stdout: stdout.into(), stderr: stderr.into() }
+    }
+
+    fn sides(a: Vec<CtlOutput>, b: Vec<CtlOutput>) -> (Side, Side) {
+        (
+            Side { label: "etcd", endpoint: "127.0.0.1:1111".into(), outputs: a },
+            Side { label: "ferrocd", endpoint: "127.0.0.1:2222".into(), outputs: b },
+        )
+    }
+
+    const ERR_A: &str = r#"{"level":"warn","ts":"2026-11-28T03:19:41.042Z","logger":"etcd-client","caller":"v3/retry_interceptor.go:62","msg":"retrying of unary invoker failed","target":"etcd-endpoints://0xc000394380/127.0.0.1:1111","attempt":0,"error":"rpc error: code = OutOfRange desc = etcdserver: mvcc: required revision is a future revision"}
+Error: etcdserver: mvcc: required revision is a future revision
+"#;
+
+    #[test]
+    fn check_accepts_id_and_noise_differences_only() {
+        let steps = [ctl(&["get", "a", "-w", "json"]).ok(), ctl(&["get", "a", "--rev", "9"]).fails_with("future")];
+        let err_b = ERR_A
+            .replace("03:19:41.042Z", "03:19:45.999Z")
+            .replace("0xc000394380", "0xc00001e000")
+            .replace("127.0.0.1:1111", "127.0.0.1:2222");
+        let (r, s) = sides(
+            vec![out(0, r#"{"header":{"cluster_id":11,"member_id":22,"revision":1,"raft_term":2}}"#, ""), out(1, "", ERR_A)],
+            vec![out(0, r#"{"header":{"cluster_id":33,"member_id":44,"revision":1,"raft_term":5}}"#, ""), out(1, "", &err_b)],
         );
+        check("t", &[], &steps, &r, &s).unwrap();
+    }
+
+    #[test]
+    fn check_rejects_real_differences() {
+        let steps = [ctl(&["get", "a", "-w", "json"]), ctl(&["get", "a", "--rev", "9"])];
+        let err_b = &ERR_A.replace("127.0.0.1:1111", "127.0.0.1:2222");
+        let base = vec![out(0, r#"{"header":{"cluster_id":11,"revision":1}}"#, ""), out(1, "", ERR_A)];
+        // sanity: identical apart from the endpoint
+        let (r, s) = sides(base.clone(), vec![base[0].clone(), out(1, "", err_b)]);
+        check("t", &[], &steps, &r, &s).unwrap();
+        let variants = [
+            // revision differs
+            vec![out(0, r#"{"header":{"cluster_id":11,"revision":2}}"#, ""), out(1, "", err_b)],
+            // a zero id became non-zero (e.g. filled in a nested header)
+            vec![out(0, r#"{"header":{"cluster_id":11,"revision":1,"raft_term":3}}"#, ""), out(1, "", err_b)],
+            // exit code differs
+            vec![out(0, r#"{"header":{"cluster_id":11,"revision":1}}"#, ""), out(2, "", err_b)],
+            // grpc code differs
+            vec![
+                out(0, r#"{"header":{"cluster_id":11,"revision":1}}"#, ""),
+                out(1, "", &err_b.replace("OutOfRange", "InvalidArgument")),
+            ],
+        ];
+        for v in variants {
+            let (r, s) = sides(base.clone(), v);
+            let err = check("t", &[], &steps, &r, &s).unwrap_err();
+            assert!(err.contains("1 of 2 steps differ"), "{err}");
+        }
+    }
+
+    #[test]
+    fn check_flags_broken_scenarios() {
+        let steps = [ctl(&["get", "a"]).fails_with("future")];
+        let (r, s) = sides(vec![out(0, "", "")], vec![out(0, "", "")]);
+        let err = check("t", &[], &steps, &r, &s).unwrap_err();
+        assert!(err.contains("IS BROKEN"), "{err}");
     }
 }

@@ -442,7 +442,7 @@ impl Server {
     pub fn start(kind: Kind, extra: &[&str]) -> Server {
         let mut last_err = String::new();
         for attempt in 0..3 {
-            match Self::try_start(kind, extra) {
+            match Self::try_start(kind, None, extra) {
                 Ok(s) => return s,
                 Err((msg, retryable)) => {
                     last_err = msg;
@@ -459,12 +459,19 @@ impl Server {
         panic!("{last_err}");
     }
 
-    fn try_start(kind: Kind, extra: &[&str]) -> Result<Server, (String, bool)> {
+    /// Start on the given (client, peer) ports; no retry on a port clash.
+    pub fn start_on_ports(kind: Kind, client_port: u16, peer_port: u16, extra: &[&str]) -> Server {
+        match Self::try_start(kind, Some((client_port, peer_port)), extra) {
+            Ok(s) => s,
+            Err((msg, _)) => panic!("{msg}"),
+        }
+    }
+
+    fn try_start(kind: Kind, ports: Option<(u16, u16)>, extra: &[&str]) -> Result<Server, (String, bool)> {
         let bin = kind.bin();
         let dir = fresh_temp_dir(kind.label());
         let log = dir.join("server.log");
-        let client_port = free_port();
-        let peer_port = free_port();
+        let (client_port, peer_port) = ports.unwrap_or_else(|| (free_port(), free_port()));
         let name = format!("it-{}", kind.label());
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -554,6 +561,22 @@ impl Server {
 
     pub fn ctl(&self, args: &[String], stdin: Option<&[u8]>) -> CtlOutput {
         etcdctl(Some(&self.endpoint()), args, stdin)
+    }
+
+    /// SIGTERM and wait up to `timeout`; `None` if still running (Drop will
+    /// SIGKILL it).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        if let Some(st) = child.try_wait().unwrap() {
+            self.child = None;
+            return Some(st);
+        }
+        send_signal(child, libc::SIGTERM);
+        let st = wait_timeout(child, timeout);
+        if st.is_some() {
+            self.child = None;
+        }
+        st
     }
 
     /// SIGTERM, then SIGKILL after a timeout. Returns the exit status.

@@ -6,7 +6,8 @@
 //! - `mask`: what legitimately differs (IDs, raft term, etcdctl log noise);
 //! - `compare`: scenario runner (etcd vs subject, step by step);
 //! - scenario modules: `kv_compare`, `txn_compare`, `errors`, `defaults`,
-//!   and `selfcheck` (etcd vs etcd, validates the masking).
+//!   `lifecycle` (restart/stop), and `selfcheck` (etcd vs etcd, validates
+//!   the masking).
 //!
 //! `FERROCD_IT_SUBJECT=etcd cargo nextest run -p tools --test it` runs every
 //! comparison etcd-vs-etcd (harness validation without ferrocd).
@@ -16,6 +17,7 @@ mod defaults;
 mod errors;
 mod harness;
 mod kv_compare;
+mod lifecycle;
 mod mask;
 mod selfcheck;
 mod txn_compare;

@@ -4,6 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -62,7 +63,9 @@ impl Storage for FileStorage {
     fn map(&self, len: u64) -> io::Result<Option<Mapping>> {
         let len = usize::try_from(len).map_err(io::Error::other)?;
         let raw = MmapOptions::new().len(len).map_raw_read_only(&self.file)?;
-        Ok(Some(Mapping { raw }))
+        let words = (len / PAGE_SIZE).div_ceil(64);
+        let verified = (0..words).map(|_| AtomicU64::new(0)).collect();
+        Ok(Some(Mapping { raw, verified }))
     }
 }
 
@@ -72,11 +75,39 @@ impl Storage for FileStorage {
 /// one page of it into a slice. That is the only `unsafe` in the B-tree.
 pub(crate) struct Mapping {
     raw: MmapRaw,
+    /// One bit per page: its CRC was checked through this mapping since the
+    /// writer last wrote it. Saves the CRC on every later access (measured in
+    /// btree.rs). The writer clears a page's bit after writing the page and
+    /// before publishing the commit that makes it reachable; a new mapping
+    /// starts with every bit clear.
+    verified: Box<[AtomicU64]>,
 }
 
 impl Mapping {
     pub(crate) fn len(&self) -> u64 {
         self.raw.len() as u64
+    }
+
+    fn bit(&self, id: PageId) -> Option<(&AtomicU64, u64)> {
+        let word = self.verified.get(usize::try_from(id / 64).ok()?)?;
+        Some((word, 1 << (id % 64)))
+    }
+
+    pub(crate) fn is_verified(&self, id: PageId) -> bool {
+        self.bit(id)
+            .is_some_and(|(w, b)| w.load(Ordering::Acquire) & b != 0)
+    }
+
+    pub(crate) fn set_verified(&self, id: PageId) {
+        if let Some((w, b)) = self.bit(id) {
+            w.fetch_or(b, Ordering::AcqRel);
+        }
+    }
+
+    pub(crate) fn clear_verified(&self, id: PageId) {
+        if let Some((w, b)) = self.bit(id) {
+            w.fetch_and(!b, Ordering::AcqRel);
+        }
     }
 
     /// The bytes of page `id`, or `None` if the mapping does not cover it.

@@ -63,7 +63,7 @@ pub(crate) fn dump_txn(r: &ReadTxn) -> Result<Model, BtreeError> {
 }
 
 pub(crate) fn dump(db: &Db) -> Result<Model, BtreeError> {
-    dump_txn(&db.begin_read()?)
+    dump_txn(&db.begin_read())
 }
 
 /// A value of `len` bytes derived from `seed`.

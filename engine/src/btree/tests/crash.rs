@@ -142,7 +142,16 @@ fn run(disk: &std::sync::Arc<MemDisk>, txns: &[Txn]) -> Vec<Model> {
 
 #[test]
 fn crash_at_every_sync_recovers_the_last_commit_or_the_one_in_flight() {
-    let txns = workload(0xC0FFEE, 40);
+    crash_at_every_sync(0xC0FFEE, 40);
+}
+
+#[test]
+fn crash_at_every_sync_of_a_second_workload() {
+    crash_at_every_sync(0x5EED_0002, 150);
+}
+
+fn crash_at_every_sync(seed: u64, txns: usize) {
+    let txns = workload(seed, txns);
     let probe = MemDisk::new();
     let models = run(&probe, &txns);
     let total = probe.syncs();
@@ -195,7 +204,7 @@ fn crash_at_every_sync_recovers_the_last_commit_or_the_one_in_flight() {
             drop(db);
             let db = open_mem(&after).unwrap();
             assert_eq!(
-                db.begin_read().unwrap().get("after", b"k").unwrap(),
+                db.begin_read().get("after", b"k").unwrap(),
                 Some(value(k, 6000))
             );
             db.check_integrity().unwrap();

@@ -26,7 +26,7 @@ fn setup(dir: &TempDir) -> Db {
 }
 
 fn read_k(db: &Db) -> Option<Vec<u8>> {
-    db.begin_read().unwrap().get("b", b"k").unwrap()
+    db.begin_read().get("b", b"k").unwrap()
 }
 
 #[test]

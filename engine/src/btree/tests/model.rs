@@ -16,6 +16,14 @@ const BUCKETS: [&str; 3] = ["key", "lease", "auth"];
 
 #[derive(Clone, Debug)]
 enum Mut {
+    /// Puts (or removes) `n` consecutive long keys: deep trees, so branch
+    /// pages split and merge too.
+    Bulk {
+        b: usize,
+        start: u16,
+        n: u16,
+        del: bool,
+    },
     Put {
         b: usize,
         k: u16,
@@ -53,11 +61,18 @@ enum Step {
 
 fn key(k: u16) -> Vec<u8> {
     let mut v = k.to_be_bytes().to_vec();
-    if k % 211 == 0 {
+    if k.is_multiple_of(211) {
         v.resize(MAX_KEY_LEN, b'#');
     } else {
         v.extend(std::iter::repeat_n(b'.', usize::from(k % 23)));
     }
+    v
+}
+
+fn bulk_key(k: u16) -> Vec<u8> {
+    let mut v = vec![b'~'];
+    v.extend_from_slice(&k.to_be_bytes());
+    v.extend(std::iter::repeat_n(b'-', 200));
     v
 }
 
@@ -70,7 +85,8 @@ fn mut_strategy() -> impl Strategy<Value = Mut> {
         5 => (b.clone(), k.clone()).prop_map(|(b, k)| Mut::Del { b, k }),
         1 => b.clone().prop_map(|b| Mut::Reset { b }),
         2 => (b.clone(), k.clone()).prop_map(|(b, k)| Mut::Get { b, k }),
-        2 => (b, k.clone(), k, any::<bool>()).prop_map(|(b, lo, hi, rev)| Mut::Range { b, lo, hi, rev }),
+        2 => (b.clone(), k.clone(), k, any::<bool>()).prop_map(|(b, lo, hi, rev)| Mut::Range { b, lo, hi, rev }),
+        1 => (b, 0u16..8000, 0u16..3000, any::<bool>()).prop_map(|(b, start, n, del)| Mut::Bulk { b, start, n, del }),
     ]
 }
 
@@ -146,7 +162,7 @@ fn run(mode: u8, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 commit,
                 hold_reader,
             } => {
-                let held = hold_reader.then(|| db.begin_read().unwrap());
+                let held = hold_reader.then(|| db.begin_read());
                 let mut pending = model.clone();
                 let mut w = db.begin_write().unwrap();
                 for m in muts {
@@ -173,6 +189,19 @@ fn run(mode: u8, steps: Vec<Step>) -> Result<(), TestCaseError> {
                             w.create_bucket(BUCKETS[b]).unwrap();
                             pending.insert(BUCKETS[b].to_string(), BTreeMap::new());
                         }
+                        Mut::Bulk { b, start, n, del } => {
+                            let m = pending.get_mut(BUCKETS[b]).unwrap();
+                            for k in start..start.saturating_add(n) {
+                                if del {
+                                    let had = w.remove(BUCKETS[b], &bulk_key(k)).unwrap();
+                                    prop_assert_eq!(had, m.remove(&bulk_key(k)).is_some());
+                                } else {
+                                    let v = value(u64::from(k), usize::from(k % 40));
+                                    w.insert(BUCKETS[b], &bulk_key(k), &v).unwrap();
+                                    m.insert(bulk_key(k), v);
+                                }
+                            }
+                        }
                         Mut::Get { b, k } => {
                             let got = w.get(BUCKETS[b], &key(k)).unwrap();
                             prop_assert_eq!(got.as_ref(), pending[BUCKETS[b]].get(&key(k)));
@@ -188,7 +217,7 @@ fn run(mode: u8, steps: Vec<Step>) -> Result<(), TestCaseError> {
                             };
                             prop_assert_eq!(&got, &want);
                             // The committed snapshot is unaffected by the open txn.
-                            let r = db.begin_read().unwrap();
+                            let r = db.begin_read();
                             let got: Vec<_> = r
                                 .range(BUCKETS[b], lo.as_slice()..hi.as_slice())
                                 .unwrap()
@@ -227,7 +256,7 @@ fn run(mode: u8, steps: Vec<Step>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, max_shrink_iters: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn btree_matches_btreemap_model(mode in 0u8..3, steps in prop::collection::vec(step_strategy(), 1..14)) {

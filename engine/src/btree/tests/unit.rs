@@ -68,9 +68,10 @@ fn etcd_buckets_round_trip_across_reopen_in_every_read_mode() {
             assert_eq!(dump(&db).unwrap(), model);
             db.check_integrity().unwrap();
         }
-        let db = Db::open(&path, opts).unwrap();
+        let db = Db::open(&path, opts.clone()).unwrap();
+        assert_eq!(db.uses_mmap(), opts.read_mode == ReadMode::Mmap);
         assert_eq!(dump(&db).unwrap(), model);
-        let r = db.begin_read().unwrap();
+        let r = db.begin_read();
         assert_eq!(r.get("key", &rev_key(17, 0)).unwrap(), Some(value(16, 256)));
         assert_eq!(r.get("key", &rev_key(5000, 0)).unwrap(), None);
         assert_eq!(r.bucket_len("key").unwrap(), 3000);
@@ -92,7 +93,7 @@ fn range_bounds_and_reverse_match_btreemap() {
         model.insert(k, value(i.into(), (i % 50) as usize));
     }
     w.commit().unwrap();
-    let r = db.begin_read().unwrap();
+    let r = db.begin_read();
     let w = db.begin_write().unwrap();
     let mut rng = Rng(7);
     for _ in 0..200 {
@@ -129,11 +130,8 @@ fn range_bounds_and_reverse_match_btreemap() {
         let mut it = r.range("b", a..=b).unwrap();
         let mut front = Vec::new();
         let mut back = Vec::new();
-        loop {
-            match it.next() {
-                Some(x) => front.push(x.unwrap()),
-                None => break,
-            }
+        while let Some(x) = it.next() {
+            front.push(x.unwrap());
             match it.next_back() {
                 Some(x) => back.push(x.unwrap()),
                 None => break,
@@ -159,7 +157,7 @@ fn big_values_use_overflow_pages_and_are_freed() {
     // The txn sees its own big value before commit.
     assert_eq!(w.get("key", b"big").unwrap().as_deref(), Some(&big[..]));
     w.commit().unwrap();
-    let r = db.begin_read().unwrap();
+    let r = db.begin_read();
     assert_eq!(r.get("key", b"big").unwrap().as_deref(), Some(&big[..]));
     assert_eq!(r.get("key", b"edge").unwrap(), Some(value(2, 1400)));
     let report = db.check_integrity().unwrap();
@@ -194,7 +192,7 @@ fn caller_mistakes_are_typed_errors_that_change_nothing() {
         Err(BtreeError::BucketNotFound(_))
     ));
     w.commit().unwrap();
-    let r = db.begin_read().unwrap();
+    let r = db.begin_read();
     assert!(matches!(
         r.get("missing", b"k"),
         Err(BtreeError::BucketNotFound(_))
@@ -224,10 +222,7 @@ fn abort_and_empty_commit_leave_the_file_alone() {
     assert!(!w.remove("b", b"absent").unwrap());
     w.commit().unwrap();
     assert_eq!((db.stats().unwrap(), disk.syncs()), before);
-    assert_eq!(
-        db.begin_read().unwrap().get("b", b"k").unwrap(),
-        Some(b"v".to_vec())
-    );
+    assert_eq!(db.begin_read().get("b", b"k").unwrap(), Some(b"v".to_vec()));
 }
 
 #[test]
@@ -241,7 +236,7 @@ fn snapshot_stays_readable_while_later_commits_reuse_pages() {
             .unwrap();
     }
     w.commit().unwrap();
-    let old = db.begin_read().unwrap();
+    let old = db.begin_read();
     let old_model = super::common::dump_txn(&old).unwrap();
     // Readers on other threads while commits rewrite every key.
     std::thread::scope(|s| {
@@ -266,10 +261,7 @@ fn snapshot_stays_readable_while_later_commits_reuse_pages() {
     });
     assert_eq!(super::common::dump_txn(&old).unwrap(), old_model);
     assert_eq!(
-        db.begin_read()
-            .unwrap()
-            .get("b", &5u32.to_be_bytes())
-            .unwrap(),
+        db.begin_read().get("b", &5u32.to_be_bytes()).unwrap(),
         Some(value(5 + 29 * 10_000, 100))
     );
     drop(old);
@@ -344,10 +336,7 @@ fn file_shrinks_after_mass_delete_at_the_tail() {
     db.check_integrity().unwrap();
     drop(db);
     let db = open_mem(&disk).unwrap();
-    assert_eq!(
-        db.begin_read().unwrap().get("b", b"x").unwrap(),
-        Some(b"y".to_vec())
-    );
+    assert_eq!(db.begin_read().get("b", b"x").unwrap(), Some(b"y".to_vec()));
     db.check_integrity().unwrap();
 }
 
@@ -418,7 +407,7 @@ fn failed_fsync_poisons_writes_but_reads_go_on() {
             Err(BtreeError::Poisoned)
         ));
         assert_eq!(
-            db.begin_read().unwrap().get("b", b"k").unwrap(),
+            db.begin_read().get("b", b"k").unwrap(),
             Some(b"v1".to_vec())
         );
     }
@@ -451,7 +440,7 @@ fn torn_newest_meta_falls_back_to_the_previous_commit() {
         .encode();
         torn[slot + cut..slot + PAGE_SIZE].copy_from_slice(&older[cut..]);
         let db = open_mem(&MemDisk::from_image(torn)).unwrap();
-        let r = db.begin_read().unwrap();
+        let r = db.begin_read();
         if cut >= 60 {
             // The 60 covered bytes all made it: the commit is whole.
             assert_eq!(r.get("b", b"k").unwrap(), Some(b"new".to_vec()));
@@ -545,7 +534,7 @@ fn garbage_with_valid_checksums_gives_corrupt_never_a_panic() {
         page[..4].copy_from_slice(&crc.to_le_bytes());
         let outcome = open_mem(&MemDisk::from_image(img)).and_then(|db| {
             let m = dump(&db)?;
-            let r = db.begin_read()?;
+            let r = db.begin_read();
             for k in 0..400u32 {
                 r.get("a", &k.to_be_bytes())?;
             }
@@ -564,4 +553,99 @@ fn garbage_with_valid_checksums_gives_corrupt_never_a_panic() {
             Err(e) => panic!("round {round}: {e}"),
         }
     }
+}
+
+#[test]
+fn flipped_byte_is_caught_through_the_memory_map_too() {
+    let dir = TempDir::new("mmap-corrupt");
+    let path = dir.file("db");
+    {
+        let db = Db::open(&path, Options::default()).unwrap();
+        let mut w = db.begin_write().unwrap();
+        w.create_bucket("b").unwrap();
+        for i in 0..500u32 {
+            w.insert("b", &i.to_be_bytes(), &value(i.into(), 100))
+                .unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let clean = std::fs::read(&path).unwrap();
+    let pages = (clean.len() / PAGE_SIZE) as u64;
+    let mut caught = 0;
+    for p in 2..pages.min(40) {
+        let mut img = clean.clone();
+        img[p as usize * PAGE_SIZE + 100] ^= 0x01;
+        std::fs::write(&path, &img).unwrap();
+        for verify in [true, false] {
+            let db = match Db::open(
+                &path,
+                Options {
+                    read_mode: ReadMode::Mmap,
+                    verify_checksums: verify,
+                },
+            ) {
+                Ok(db) => db,
+                Err(BtreeError::Corrupt { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            };
+            match dump(&db) {
+                Err(BtreeError::Corrupt { .. }) => caught += usize::from(verify),
+                Err(e) => panic!("{e}"),
+                Ok(_) => {}
+            }
+        }
+    }
+    assert!(caught > 0);
+}
+
+#[test]
+fn compact_into_copies_one_snapshot_while_writes_continue() {
+    let dir = TempDir::new("compact-live");
+    let db = Db::open(dir.file("db"), Options::default()).unwrap();
+    let mut w = db.begin_write().unwrap();
+    w.create_bucket("key").unwrap();
+    for i in 0..20_000u64 {
+        w.insert("key", &rev_key(i, 0), &value(i, 256)).unwrap();
+    }
+    w.commit().unwrap();
+    let base_txn = db.stats().unwrap().txn_id;
+    let base = dump(&db).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            for r in 1..=40u64 {
+                let mut w = db.begin_write().unwrap();
+                w.insert("key", format!("w{r:03}").as_bytes(), &value(r, 3000))
+                    .unwrap();
+                w.remove("key", &rev_key(r, 0)).unwrap();
+                w.commit().unwrap();
+                if r == 1 {
+                    tx.send(()).unwrap();
+                }
+            }
+        });
+        rx.recv().unwrap();
+        db.compact_into(dir.file("copy")).unwrap()
+    });
+    // The copy is exactly the snapshot it reports, whatever the writer did meanwhile.
+    let rounds = report.txn_id - base_txn;
+    assert!((1..=40).contains(&rounds));
+    let mut want = base;
+    for r in 1..=rounds {
+        let b = want.get_mut("key").unwrap();
+        b.insert(format!("w{r:03}").into_bytes(), value(r, 3000));
+        b.remove(&rev_key(r, 0));
+    }
+    let copy = Db::open(dir.file("copy"), Options::default()).unwrap();
+    assert_eq!(dump(&copy).unwrap(), want);
+    copy.check_integrity().unwrap();
+    db.check_integrity().unwrap();
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Db>();
+    send_sync::<crate::btree::ReadTxn>();
+    send_sync::<crate::btree::Range<'static>>();
 }
