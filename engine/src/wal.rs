@@ -3,8 +3,16 @@
 //!
 //! A [`Wal`] lives on one glommio executor (it is `!Send`); every method must
 //! be called from inside that executor. Appends from any number of tasks on
-//! that executor are group-committed: one O_DIRECT write and one fdatasync per
-//! batch, and [`Wal::append`] resolves only after its records are durable.
+//! that executor are group-committed: one O_DIRECT write plus one durability
+//! barrier per batch (an `O_DSYNC` write by default, see "Sync method"), and
+//! [`Wal::append`] resolves only after its records are durable. Call
+//! [`Wal::close`] before dropping the executor: a dropped `Wal` still writes
+//! what is queued, but only while its executor runs.
+//!
+//! API in short: [`Wal::create`] / [`Wal::open`] (recovery, returns
+//! [`Recovered`]), [`Wal::append`] (group commit), [`Wal::entries`] (reads
+//! by index for Raft), [`Wal::release_to`] (drop segments a checkpoint
+//! covers), [`Wal::close`]; `stats`, `position`, `segment_paths` to inspect.
 //!
 //! # On-disk format (byte-exact tables: `format.rs` and engine/FORMAT-wal.md)
 //!
@@ -84,8 +92,8 @@
 //!   fsynced. A crash before the rename leaves a `.tmp` that open deletes; a
 //!   crash after it leaves either the old or the new name, and the new file is
 //!   complete either way. Older segments are never written again.
-//! * release: whole segments are unlinked oldest first, then the directory is
-//!   fsynced; a crash leaves a contiguous suffix of segments either way.
+//! * release: whole segments are unlinked oldest first, the directory fsynced
+//!   after each, so a crash leaves a contiguous run of segments.
 //!
 //! Rewriting the tail block instead would be safe only if the device wrote
 //! each physical sector atomically (old or new, never garbage) and if our
@@ -119,28 +127,35 @@
 //!
 //! # Sync method: `O_DSYNC` writes, chosen by measurement
 //!
-//! `wal_bench` (release, ext4 on virtio, 2 cores shared with other builds, so
-//! throughput swings 2-3x between runs; medians of 5 rounds of 2 s cells,
-//! 256-byte entries, ranges in brackets):
+//! `wal_bench` (release build; ext4 on virtio; the 2 cores shared with other
+//! builds, so single cells swing 2-3x: medians of 3 rounds of 2 s cells,
+//! [min-max] in brackets; 256-byte entries, default 64 MiB segments):
 //!
 //! | | DmaFdatasync | StdSyncData | ODsync |
 //! |---|---|---|---|
-//! | floor: 4 KiB write + sync, p50 | 109 us [90-122] | 107 us [99-382] | 97 us [79-100] |
-//! | WAL, 1 appender, p50 latency | 108 us [90-120] | 88 us [86-94] | 94 us [84-113] |
-//! | WAL, 16 appenders, p50 latency | 114 us [105-162] | 110 us [95-135] | 96 us [83-108] |
-//! | WAL, 16 appenders, records/s | 88 k [39-120 k] | 98 k [11-156 k] | 138 k [34-155 k] |
-//! | WAL, 256 appenders, records/s | 878 k [149-989 k] | 1013 k [113-1127 k] | 936 k [287-1022 k] |
+//! | floor: 4 KiB write + sync, p50 | 110 us [108-122] | 100 us [99-107] | 97 us [79-100] |
+//! | floor: writes+syncs/s | 6.7 k [6.0-7.4 k] | 4.8 k [2.1-8.5 k] | 6.6 k [5.7-9.3 k] |
+//! | WAL, 1 appender: p50 / records/s | 110 us / 8.2 k | 94 us / 7.3 k | 87 us / 6.3 k [3.7-10.9 k] |
+//! | WAL, 16 appenders: p50 / records/s | 115 us / 103 k | 113 us / 98 k | 96 us / 144 k [138-155 k] |
+//! | WAL, 16 appenders: fsyncs/s | 6.4 k | 6.1 k | 9.0 k |
+//! | WAL, 256 appenders: p50 / records/s | 265 us / 882 k | 200 us / 1045 k | 209 us / 1014 k |
+//! | WAL, 256 appenders: fsyncs/s | 3.4 k | 4.1 k | 4.0 k |
 //!
-//! DESIGN.md's "DmaFile fdatasync is 1.5-2x std sync_data" did not reproduce:
-//! at the median the two are within ~10%, and `StdSyncData` blocks the
-//! executor thread for every sync (no request is parsed or answered on that
-//! core meanwhile; one 256-appender round had a 1.9 ms p50). `ODsync`
-//! (segments opened `O_DIRECT | O_DSYNC`, so the write completes only when it
-//! is durable: one io_uring op per commit instead of two) had the lowest
-//! median latency in every cell at 1 and 16 appenders and does not block the
-//! executor, so it is the default. All three are kept selectable
-//! (`WalOptions::sync`) and tested. Group commit is the lever either way:
-//! 16 appenders get ~16 records per sync, 256 get ~256.
+//! Records per sync: 1.0, 16.0 and 255.8. At 1 appender records/s is
+//! dominated by multi-ms host stalls (p99 up to ~4 ms in some cells of every
+//! method), so compare the p50s there. Replay (`open`) reads ~0.5 GB/s:
+//! 240 k entries in two 64 MiB segments took 239 ms.
+//!
+//! DESIGN.md's "DmaFile fdatasync is 1.5-2x std sync_data" reproduced only
+//! at 256 appenders (1.3x the p50); at 1 and 16 appenders the medians are
+//! within ~15%. `StdSyncData` blocks the executor thread for every sync (no
+//! request is parsed or answered on that core meanwhile). `ODsync` (segments
+//! opened `O_DIRECT | O_DSYNC`, so a write completes only once durable: one
+//! io_uring op per commit instead of two) had the lowest median latency at 1
+//! and 16 appenders, is within 5% of the best at 256, and does not block the
+//! executor, so it is the default. All three stay selectable
+//! (`WalOptions::sync`) and the crash property test runs all three. Group
+//! commit is the lever either way.
 //!
 //! # Media assumptions
 //!
@@ -163,6 +178,17 @@
 //!   from the executor's `io_memory` pool, falling back to the heap).
 //! * Dropping an `append` future does not cancel the append: its records are
 //!   already queued in call order and will be written.
+//!
+//! # Testing crash behaviour
+//!
+//! [`Wal::position`] is the durable end. The tests (in `wal/tests.rs`) make
+//! crashes by changing only bytes at or after it: zeroing from every byte
+//! offset of the last batch, losing random blocks of it, truncating the file,
+//! and "the disk right after sync k" for every k across rotations; a property
+//! test drives random appends (Raft overwrites, checkpoints, rotations, all
+//! three sync methods) against a model. Write-path faults are injected per
+//! thread with `inject::fail_at(site, n)` at the failpoint sites below, so
+//! poison, rotation and release failures are covered by the normal test run.
 //!
 //! # Failpoints (cargo feature `failpoints`)
 //!

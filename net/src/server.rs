@@ -61,6 +61,28 @@ fn probe_addrs(addrs: &[SocketAddr]) -> io::Result<()> {
     Ok(())
 }
 
+/// A listening socket with SO_REUSEADDR (restart while old connections
+/// are in TIME_WAIT) and SO_REUSEPORT (one listener per executor), handed to
+/// glommio.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("listen tcp {addr}: bind: {e}")))?;
+    // etcd's (Go's) default backlog is the kernel's somaxconn; 1024 as glommio.
+    sk.listen(1024)?;
+    let fd = sk.into_raw_fd();
+    // SAFETY: `fd` is a bound, listening TCP socket that we own: `into_raw_fd`
+    // gave up the `Socket`'s ownership, and `from_raw_fd` takes it over, so
+    // the descriptor is closed exactly once, by the glommio listener.
+    #[allow(unsafe_code)]
+    let l = unsafe { TcpListener::from_raw_fd(fd) };
+    Ok(l)
+}
+
 /// Runs the server until `stop` is set and all connections are drained.
 pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
     probe_addrs(&opts.client_addrs)?;
@@ -97,7 +119,7 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
 
             let mut listeners = Vec::new();
             for a in &client_addrs {
-                listeners.push(TcpListener::bind(*a)?);
+                listeners.push(listen(*a)?);
             }
             // Serve only once the member has a leader, as etcd does.
             if !node.wait_leader(Duration::from_secs(60)).await {

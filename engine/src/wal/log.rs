@@ -503,12 +503,13 @@ impl Wal {
         for s in removed {
             failpoint!("wal::release::before_remove", &s.file.path);
             fs::remove_file(&s.file.path).map_err(|e| WalError::io("remove", &s.file.path, e))?;
+            // One directory sync per unlink: POSIX does not order unlinks, and
+            // a crash must leave a contiguous run of segments (a seq gap is
+            // corruption at open).
+            segment::sync_dir(&self.sh.dir)?;
             if let Ok(f) = Rc::try_unwrap(s.file) {
                 f.close().await;
             }
-        }
-        if count > 0 {
-            segment::sync_dir(&self.sh.dir)?;
         }
         Ok(count)
     }

@@ -903,8 +903,14 @@ impl Model {
 async fn crash_case(seed: u64) {
     let mut rng = Rng(seed);
     let dir = tmp_dir("prop");
+    let methods = [
+        SyncMethod::DmaFdatasync,
+        SyncMethod::StdSyncData,
+        SyncMethod::ODsync,
+    ];
     let o = WalOptions {
         prepare_next: rng.below(2) == 0,
+        sync: methods[rng.below(3) as usize],
         ..opts()
     };
     let wal = Wal::create(&dir, b"m", o.clone()).await.unwrap();
@@ -1024,7 +1030,10 @@ async fn crash_case(seed: u64) {
 fn crash_after_every_sync_recovers_that_prefix() {
     run(|| async {
         let dir = tmp_dir("every-sync");
-        let o = WalOptions { prepare_next: false, ..opts() };
+        let o = WalOptions {
+            prepare_next: false,
+            ..opts()
+        };
         let wal = Wal::create(&dir, b"m", o.clone()).await.unwrap();
         let mut ends = vec![wal.position()];
         let mut appended = Vec::new();
@@ -1032,9 +1041,16 @@ fn crash_after_every_sync_recovers_that_prefix() {
             let r = ent(i, 1, (i as usize * 397) % 3000);
             appended.push(entry_of(&r));
             if i % 7 == 0 {
-                wal.append(&[r, Record::HardState(HardState { term: 1, vote: 1, commit: i })])
-                    .await
-                    .unwrap();
+                wal.append(&[
+                    r,
+                    Record::HardState(HardState {
+                        term: 1,
+                        vote: 1,
+                        commit: i,
+                    }),
+                ])
+                .await
+                .unwrap();
             } else {
                 wal.append(&[r]).await.unwrap();
             }
@@ -1043,8 +1059,10 @@ fn crash_after_every_sync_recovers_that_prefix() {
         let segs = wal.segment_paths();
         wal.close().await.unwrap();
         assert!(segs.len() >= 3, "the run should rotate: {segs:?}");
-        let images: Vec<(PathBuf, Vec<u8>)> =
-            segs.iter().map(|p| (p.clone(), fs::read(p).unwrap())).collect();
+        let images: Vec<(PathBuf, Vec<u8>)> = segs
+            .iter()
+            .map(|p| (p.clone(), fs::read(p).unwrap()))
+            .collect();
         for (k, end) in ends.iter().enumerate() {
             for (p, img) in &images {
                 fs::write(p, img).unwrap();
@@ -1059,10 +1077,42 @@ fn crash_after_every_sync_recovers_that_prefix() {
                 .unwrap_or_else(|e| panic!("crash after sync {k}: {e}"));
             assert_eq!(rec.entries, appended[..k].to_vec(), "crash after sync {k}");
             let commit = (1..=k as u64).rev().find(|i| i % 7 == 0);
-            assert_eq!(rec.hard_state.map(|h| h.commit), commit, "crash after sync {k}");
+            assert_eq!(
+                rec.hard_state.map(|h| h.commit),
+                commit,
+                "crash after sync {k}"
+            );
             assert_eq!(rec.torn_tail, None, "crash after sync {k}: nothing torn");
             w.close().await.unwrap();
         }
+        fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+#[test]
+fn failed_repair_refuses_to_open_and_the_next_open_repairs() {
+    run(|| async {
+        let dir = tmp_dir("repair");
+        let last = vec![ent(6, 1, 3000)];
+        let (pos, acked) = wal_with_last_batch(&dir, &last).await;
+        zero_from(&pos.segment, pos.offset + 1000);
+        let o = WalOptions {
+            prepare_next: false,
+            ..opts()
+        };
+        inject::fail_at("wal::recover::before_repair", 1);
+        match Wal::open(&dir, o.clone()).await {
+            Err(WalError::Io { op, .. }) => assert_eq!(op, "wal::recover::before_repair"),
+            other => panic!(
+                "expected the injected error, got {:?}",
+                other.map(|(_, r)| r)
+            ),
+        }
+        inject::clear();
+        let (wal, rec) = Wal::open(&dir, o).await.unwrap();
+        assert_eq!(rec.entries, acked);
+        assert!(rec.torn_tail.is_some());
+        wal.close().await.unwrap();
         fs::remove_dir_all(&dir).unwrap();
     });
 }

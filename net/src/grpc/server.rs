@@ -10,7 +10,7 @@
 //! Invariant: every stream we accept ends with a `grpc-status` (trailers or a
 //! trailers-only response) unless the peer reset it first.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::Poll;
@@ -79,10 +79,21 @@ pub async fn serve_connection(
         .max_frame_size(1 << 14)
         .max_header_list_size(16 << 20)
         .handshake::<_, Bytes>(io);
-    let conn = future::or(async { Some(handshake.await) }, async {
-        sleep(cfg.handshake_timeout).await;
-        None
-    })
+    // A connection that has not finished its preface is dropped on shutdown
+    // at once: it has no calls to drain.
+    let conn = future::or(
+        async { Some(handshake.await) },
+        future::or(
+            async {
+                sleep(cfg.handshake_timeout).await;
+                None
+            },
+            async {
+                shutdown.wait().await;
+                None
+            },
+        ),
+    )
     .await;
     let mut conn = match conn {
         Some(Ok(c)) => c,
@@ -112,6 +123,8 @@ pub async fn serve_connection(
         .detach();
     }
 
+    // Calls running on this connection.
+    let active = Rc::new(Cell::new(0usize));
     enum Ev<T> {
         Stream(Option<Result<T, h2::Error>>),
         Shutdown,
@@ -134,10 +147,7 @@ pub async fn serve_connection(
         .await;
         match ev {
             Ev::Stream(Some(Ok((req, respond)))) => {
-                let router = router.clone();
-                let max = cfg.max_recv_message;
-                glommio::spawn_local(async move { handle_stream(req, respond, router, max).await })
-                    .detach();
+                spawn_call(req, respond, &router, &cfg, &active);
             }
             Ev::Stream(Some(Err(_))) | Ev::Stream(None) => break,
             Ev::Close => {
@@ -149,18 +159,26 @@ pub async fn serve_connection(
                 break;
             }
             Ev::Shutdown => {
-                // GOAWAY, then let in-flight calls finish within the grace time.
+                // GOAWAY, then let in-flight calls finish within the grace
+                // time. An idle connection closes at once (h2 would wait for
+                // the peer to ack its shutdown ping, which an idle or dead
+                // peer never does).
                 conn.graceful_shutdown();
                 let grace = cfg.shutdown_grace;
                 let _ = future::or(
                     async {
                         while let Some(Ok((req, respond))) = conn.accept().await {
-                            let router = router.clone();
-                            let max = cfg.max_recv_message;
-                            glommio::spawn_local(handle_stream(req, respond, router, max)).detach();
+                            spawn_call(req, respond, &router, &cfg, &active);
                         }
                     },
-                    async { sleep(grace).await },
+                    future::or(async { sleep(grace).await }, async {
+                        // Give the GOAWAY a moment to be written, then stop
+                        // as soon as no call is running.
+                        sleep(Duration::from_millis(20)).await;
+                        while active.get() > 0 {
+                            sleep(Duration::from_millis(10)).await;
+                        }
+                    }),
                 )
                 .await;
                 break;
@@ -168,6 +186,22 @@ pub async fn serve_connection(
         }
     }
     close.fire();
+}
+
+fn spawn_call(
+    req: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    router: &Rc<Router>,
+    cfg: &Rc<ServerConfig>,
+    active: &Rc<Cell<usize>>,
+) {
+    let (router, max, active) = (router.clone(), cfg.max_recv_message, active.clone());
+    active.set(active.get() + 1);
+    glommio::spawn_local(async move {
+        handle_stream(req, respond, router, max).await;
+        active.set(active.get() - 1);
+    })
+    .detach();
 }
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H M S m u n).

@@ -180,8 +180,16 @@ pub fn compare_scenario_against(subject: Kind, name: &str, server_args: &[&str],
         let s = sc.spawn(|| run_steps(&subject, steps));
         (r.join().unwrap(), s.join().unwrap())
     });
-    let r = Side { label: "etcd", endpoint: reference.endpoint(), outputs: r_out };
-    let s = Side { label: subject.kind.label(), endpoint: subject.endpoint(), outputs: s_out };
+    let r = Side {
+        label: "etcd",
+        endpoint: reference.endpoint(),
+        outputs: r_out,
+    };
+    let s = Side {
+        label: subject.kind.label(),
+        endpoint: subject.endpoint(),
+        outputs: s_out,
+    };
     if std::env::var_os("FERROCD_IT_DUMP").is_some() {
         eprintln!("{}", dump(name, server_args, steps, &r, &s));
     }
@@ -224,7 +232,13 @@ fn dump(name: &str, server_args: &[&str], steps: &[Step], r: &Side, s: &Side) ->
 }
 
 /// Sanity expectations on the reference, then the step-by-step comparison.
-pub fn check(name: &str, server_args: &[&str], steps: &[Step], r: &Side, s: &Side) -> Result<(), String> {
+pub fn check(
+    name: &str,
+    server_args: &[&str],
+    steps: &[Step],
+    r: &Side,
+    s: &Side,
+) -> Result<(), String> {
     // 1. Sanity of the scenario itself, on the reference.
     let mut bad_scenario = String::new();
     for (i, (step, out)) in steps.iter().zip(&r.outputs).enumerate() {
@@ -276,11 +290,17 @@ pub fn check(name: &str, server_args: &[&str], steps: &[Step], r: &Side, s: &Sid
         let bin = step.is_protobuf();
         report.push_str(&format!("\n== step {i}: {}\n", step.display()));
         if a.code != b.code {
-            report.push_str(&format!("  exit code: etcd {} vs {} {}\n", a.code, s.label, b.code));
+            report.push_str(&format!(
+                "  exit code: etcd {} vs {} {}\n",
+                a.code, s.label, b.code
+            ));
         } else {
             report.push_str(&format!("  exit code: {} (same)\n", a.code));
         }
-        for (what, x, y) in [("stdout", &a.stdout, &b.stdout), ("stderr", &a.stderr, &b.stderr)] {
+        for (what, x, y) in [
+            ("stdout", &a.stdout, &b.stdout),
+            ("stderr", &a.stderr, &b.stderr),
+        ] {
             if x == y {
                 report.push_str(&format!("  {what}: same\n"));
             } else {
@@ -315,13 +335,25 @@ mod tests {
     use super::*;
 
     fn out(code: i32, stdout: &str, stderr: &str) -> CtlOutput {
-        CtlOutput { code, stdout: stdout.into(), stderr: stderr.into() }
+        CtlOutput {
+            code,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        }
     }
 
     fn sides(a: Vec<CtlOutput>, b: Vec<CtlOutput>) -> (Side, Side) {
         (
-            Side { label: "etcd", endpoint: "127.0.0.1:1111".into(), outputs: a },
-            Side { label: "ferrocd", endpoint: "127.0.0.1:2222".into(), outputs: b },
+            Side {
+                label: "etcd",
+                endpoint: "127.0.0.1:1111".into(),
+                outputs: a,
+            },
+            Side {
+                label: "ferrocd",
+                endpoint: "127.0.0.1:2222".into(),
+                outputs: b,
+            },
         )
     }
 
@@ -331,33 +363,69 @@ Error: etcdserver: mvcc: required revision is a future revision
 
     #[test]
     fn check_accepts_id_and_noise_differences_only() {
-        let steps = [ctl(&["get", "a", "-w", "json"]).ok(), ctl(&["get", "a", "--rev", "9"]).fails_with("future")];
+        let steps = [
+            ctl(&["get", "a", "-w", "json"]).ok(),
+            ctl(&["get", "a", "--rev", "9"]).fails_with("future"),
+        ];
         let err_b = ERR_A
             .replace("03:19:41.042Z", "03:19:45.999Z")
             .replace("0xc000394380", "0xc00001e000")
             .replace("127.0.0.1:1111", "127.0.0.1:2222");
         let (r, s) = sides(
-            vec![out(0, r#"{"header":{"cluster_id":11,"member_id":22,"revision":1,"raft_term":2}}"#, ""), out(1, "", ERR_A)],
-            vec![out(0, r#"{"header":{"cluster_id":33,"member_id":44,"revision":1,"raft_term":5}}"#, ""), out(1, "", &err_b)],
+            vec![
+                out(
+                    0,
+                    r#"{"header":{"cluster_id":11,"member_id":22,"revision":1,"raft_term":2}}"#,
+                    "",
+                ),
+                out(1, "", ERR_A),
+            ],
+            vec![
+                out(
+                    0,
+                    r#"{"header":{"cluster_id":33,"member_id":44,"revision":1,"raft_term":5}}"#,
+                    "",
+                ),
+                out(1, "", &err_b),
+            ],
         );
         check("t", &[], &steps, &r, &s).unwrap();
     }
 
     #[test]
     fn check_rejects_real_differences() {
-        let steps = [ctl(&["get", "a", "-w", "json"]), ctl(&["get", "a", "--rev", "9"])];
+        let steps = [
+            ctl(&["get", "a", "-w", "json"]),
+            ctl(&["get", "a", "--rev", "9"]),
+        ];
         let err_b = &ERR_A.replace("127.0.0.1:1111", "127.0.0.1:2222");
-        let base = vec![out(0, r#"{"header":{"cluster_id":11,"revision":1}}"#, ""), out(1, "", ERR_A)];
+        let base = vec![
+            out(0, r#"{"header":{"cluster_id":11,"revision":1}}"#, ""),
+            out(1, "", ERR_A),
+        ];
         // sanity: identical apart from the endpoint
         let (r, s) = sides(base.clone(), vec![base[0].clone(), out(1, "", err_b)]);
         check("t", &[], &steps, &r, &s).unwrap();
         let variants = [
             // revision differs
-            vec![out(0, r#"{"header":{"cluster_id":11,"revision":2}}"#, ""), out(1, "", err_b)],
+            vec![
+                out(0, r#"{"header":{"cluster_id":11,"revision":2}}"#, ""),
+                out(1, "", err_b),
+            ],
             // a zero id became non-zero (e.g. filled in a nested header)
-            vec![out(0, r#"{"header":{"cluster_id":11,"revision":1,"raft_term":3}}"#, ""), out(1, "", err_b)],
+            vec![
+                out(
+                    0,
+                    r#"{"header":{"cluster_id":11,"revision":1,"raft_term":3}}"#,
+                    "",
+                ),
+                out(1, "", err_b),
+            ],
             // exit code differs
-            vec![out(0, r#"{"header":{"cluster_id":11,"revision":1}}"#, ""), out(2, "", err_b)],
+            vec![
+                out(0, r#"{"header":{"cluster_id":11,"revision":1}}"#, ""),
+                out(2, "", err_b),
+            ],
             // grpc code differs
             vec![
                 out(0, r#"{"header":{"cluster_id":11,"revision":1}}"#, ""),

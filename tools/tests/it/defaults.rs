@@ -4,7 +4,10 @@
 //!
 //! These are the only tests that use the fixed ports 2379/2380; all other
 //! tests use free ephemeral ports. A cross-process file lock serialises them
-//! (nextest runs tests as separate processes).
+//! (nextest runs tests as separate processes). When the etcd reference runs
+//! first, ferrocd starts on a 2379 that still has TIME_WAIT connections
+//! from etcd, which etcd itself tolerates (SO_REUSEADDR); see `lifecycle.rs`
+//! for the deterministic test of that.
 
 use std::path::Path;
 use std::process::{Child, ExitStatus};

@@ -467,7 +467,11 @@ impl Server {
         }
     }
 
-    fn try_start(kind: Kind, ports: Option<(u16, u16)>, extra: &[&str]) -> Result<Server, (String, bool)> {
+    fn try_start(
+        kind: Kind,
+        ports: Option<(u16, u16)>,
+        extra: &[&str],
+    ) -> Result<Server, (String, bool)> {
         let bin = kind.bin();
         let dir = fresh_temp_dir(kind.label());
         let log = dir.join("server.log");

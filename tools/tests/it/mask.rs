@@ -81,8 +81,11 @@ fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Splits a message into (tag, raw field bytes including the tag).
-fn fields(b: &[u8]) -> Option<Vec<(u64, &[u8], std::ops::Range<usize>)>> {
+/// One wire-format field: tag, raw bytes (tag included), payload range.
+type Field<'a> = (u64, &'a [u8], std::ops::Range<usize>);
+
+/// Splits a message into its fields.
+fn fields(b: &[u8]) -> Option<Vec<Field<'_>>> {
     let mut i = 0;
     let mut res = vec![];
     while i < b.len() {
