@@ -9,6 +9,8 @@
 mod log_store;
 mod node;
 pub mod proposal;
+pub mod wal_log;
 
 pub use log_store::{LogError, LogStore, MemLog};
 pub use node::{Applied, Error, Header, Node, NodeConfig, RaftLoop, RaftStatus};
+pub use wal_log::{RecoveredLog, WalLog, WalMetadata};

@@ -129,6 +129,9 @@ struct Shared {
     /// other leader can exist and every acknowledged write is already
     /// applied (acks follow apply), so ReadIndex has nothing to wait for.
     sole_leader: AtomicBool,
+    /// A leader is known, it has committed an entry of its term, and this
+    /// member has applied everything committed: safe to serve.
+    serving: AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -150,9 +153,21 @@ pub struct Node {
 }
 
 impl Node {
-    /// Creates a fresh single-member node (bootstrap with this member as the
-    /// only voter) and its loop, which must be run on one executor.
+    /// Creates a fresh single-member node whose log is kept in memory
+    /// (tests; see `Node::start` for a node on a recovered log).
     pub fn new(cfg: NodeConfig) -> Result<(Arc<Node>, RaftLoop), Error> {
+        let log = crate::wal_log::bootstrap_log(&[cfg.member_id])?;
+        Node::start(cfg, log)
+    }
+
+    /// Creates the node on `log` (a fresh member's bootstrap log, or what the
+    /// WAL recovered) and its loop, which must be run on one executor. The
+    /// loop applies the committed part of `log` before it campaigns, so the
+    /// store is rebuilt before the member serves.
+    pub fn start(
+        cfg: NodeConfig,
+        log: crate::wal_log::RecoveredLog,
+    ) -> Result<(Arc<Node>, RaftLoop), Error> {
         let raft_cfg = raft::Config {
             id: cfg.member_id,
             election_tick: cfg.election_ticks.max(2),
@@ -166,7 +181,11 @@ impl Node {
         };
         let storage =
             MemStorage::new_with_conf_state(ConfState::from((vec![cfg.member_id], vec![])));
-        bootstrap_like_etcd(&storage, cfg.member_id)?;
+        {
+            let mut st = storage.wl();
+            st.append(&log.entries)?;
+            st.set_hardstate(log.hard_state.clone());
+        }
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_cfg, storage, &logger)?;
         let shared = Arc::new(Shared {
@@ -177,6 +196,7 @@ impl Node {
             applied: AtomicU64::new(0),
             last_index: AtomicU64::new(0),
             sole_leader: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         });
         let (tx, rx) = async_channel::unbounded();
@@ -246,10 +266,11 @@ impl Node {
         Ok(self.read_store()?.current_revision())
     }
 
-    /// Waits until a leader is known (startup readiness).
+    /// Waits until the member can serve: a leader is known and everything
+    /// committed, including what the WAL recovered, is applied.
     pub async fn wait_leader(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while self.leader() == 0 {
+        while !self.shared.serving.load(Ordering::Acquire) {
             if Instant::now() >= deadline {
                 return false;
             }
@@ -351,27 +372,6 @@ impl Node {
             _ => Err(Error::Stopped),
         }
     }
-}
-
-/// Bootstraps the log the way etcd does: one committed `ConfChangeAddNode`
-/// entry per initial member at term 1, so the first election moves to term 2
-/// and Raft indexes and terms match what etcd reports for the same history.
-fn bootstrap_like_etcd(storage: &MemStorage, member_id: u64) -> Result<(), Error> {
-    let mut cc = ConfChange::default();
-    cc.set_change_type(raft::eraftpb::ConfChangeType::AddNode);
-    cc.node_id = member_id;
-    let mut e = Entry::default();
-    e.set_entry_type(EntryType::EntryConfChange);
-    e.term = 1;
-    e.index = 1;
-    e.data = protobuf::Message::write_to_bytes(&cc)
-        .map_err(|_| DecodeError("conf change"))?
-        .into();
-    let mut st = storage.wl();
-    st.append(&[e])?;
-    st.mut_hard_state().term = 1;
-    st.mut_hard_state().commit = 1;
-    Ok(())
 }
 
 fn is_read_only(t: &TxnRequest) -> bool {
@@ -526,6 +526,16 @@ impl RaftLoop {
         self.shared
             .last_index
             .store(self.raw.raft.raft_log.last_index(), Ordering::Release);
+        let caught_up = self.raw.raft.commit_to_current_term()
+            && self.shared.applied.load(Ordering::Acquire) >= self.raw.raft.raft_log.committed;
+        if leader != 0 && caught_up {
+            self.shared.serving.store(true, Ordering::Release);
+        }
+        let sole = self.raw.raft.state == StateRole::Leader
+            && caught_up
+            && self.raw.raft.prs().conf().voters().ids().len() == 1
+            && self.raw.raft.prs().conf().learners().is_empty();
+        self.shared.sole_leader.store(sole, Ordering::Release);
     }
 
     async fn on_ready<L: LogStore>(&mut self, log: &mut L) -> Result<(), Error> {
@@ -768,5 +778,105 @@ mod tests {
             let used = appends.get() - before;
             assert!(used < 50, "200 concurrent puts took {used} appends");
         });
+    }
+}
+
+#[cfg(test)]
+mod wal_tests {
+    use super::*;
+    use crate::wal_log::{bootstrap_log, records_of, recover, WalLog, WalMetadata};
+    use engine::wal::{Wal, WalOptions};
+    use glommio::LocalExecutorBuilder;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn(f)
+            .expect("executor")
+            .join()
+            .expect("test");
+    }
+
+    fn opts() -> WalOptions {
+        WalOptions {
+            segment_size: 1 << 20,
+            ..Default::default()
+        }
+    }
+
+    fn put(k: &str, v: &str) -> PutRequest {
+        PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn acknowledged_writes_survive_a_restart_from_the_wal() {
+        let dir = std::env::temp_dir().join(format!("raftcore-wal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let d = dir.clone();
+        run(move || async move {
+            let meta = WalMetadata {
+                cluster_id: 1,
+                member_id: 7,
+            };
+            let log = bootstrap_log(&[7]).unwrap();
+            let wal = Wal::create(&d, &meta.encode(), opts()).await.unwrap();
+            wal.append(&records_of(&log)).await.unwrap();
+            let (node, lp) = Node::start(NodeConfig::new(1, 7), log).unwrap();
+            glommio::spawn_local(async move {
+                if let Err(e) = lp.run(WalLog::new(wal)).await {
+                    panic!("raft loop failed: {e}")
+                }
+            })
+            .detach();
+            assert!(
+                node.wait_leader(Duration::from_secs(5)).await,
+                "never ready"
+            );
+            for i in 0..20 {
+                node.put(put(&format!("k{i}"), "v")).await.unwrap();
+            }
+            node.delete_range(DeleteRangeRequest {
+                key: b"k3".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        });
+        let d = dir.clone();
+        run(move || async move {
+            let (wal, rec) = Wal::open(&d, opts()).await.unwrap();
+            let (meta, log) = recover(&rec).unwrap();
+            assert_eq!(meta.member_id, 7);
+            let (node, lp) = Node::start(NodeConfig::new(1, 7), log).unwrap();
+            glommio::spawn_local(async move {
+                if let Err(e) = lp.run(WalLog::new(wal)).await {
+                    panic!("raft loop failed: {e}")
+                }
+            })
+            .detach();
+            assert!(
+                node.wait_leader(Duration::from_secs(5)).await,
+                "never ready after restart"
+            );
+            let r = node
+                .range(
+                    &RangeRequest {
+                        key: vec![0],
+                        range_end: vec![0],
+                        ..Default::default()
+                    },
+                    false,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.kvs.len(), 19);
+            assert_eq!(r.revision, 22);
+            assert_eq!(node.term(), 3, "a restart is a new election");
+        });
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,5 +5,6 @@ mod common;
 mod crash;
 #[cfg(feature = "failpoints")]
 mod failpoints;
+mod fixture;
 mod model;
 mod unit;

@@ -2,6 +2,7 @@
 //! `--config-file`, prepares the data dir, and serves clients until SIGTERM
 //! or SIGINT.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +49,61 @@ fn prepare_data_dir(dir: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot access data directory {dir:?}: {e}"))
 }
 
-fn run(cfg: &Config) -> Result<(), String> {
+/// Runs `f` on a short-lived glommio executor (the WAL does its I/O through
+/// glommio) and returns its result.
+fn on_temp_executor<T, F, Fut>(f: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .name("ferrocd-recover")
+        .spawn(f)
+        .map_err(|e| format!("cannot start executor: {e}"))?
+        .join()
+        .map_err(|e| format!("executor failed: {e}"))?
+}
+
+fn wal_options(cfg: &Config) -> engine::wal::WalOptions {
+    let mut o = engine::wal::WalOptions::default();
+    if let Some(tools::flags::Value::Uint(n)) = cfg.flag("max-wals") {
+        o.max_wals = usize::try_from(*n).unwrap_or(usize::MAX).max(1);
+    }
+    o
+}
+
+/// Opens the member's WAL (restart) or creates it with the bootstrap log (a
+/// new member). Returns who we are and the Raft log to start from.
+fn open_or_bootstrap(
+    cfg: &Config,
+    wal_dir: &Path,
+) -> Result<(raftcore::WalMetadata, raftcore::RecoveredLog), String> {
+    let dir = wal_dir.to_path_buf();
+    let opts = wal_options(cfg);
+    if engine::wal::Wal::exists(&dir) {
+        let (meta, log, torn) = on_temp_executor(move || async move {
+            let (wal, rec) = engine::wal::Wal::open(&dir, opts)
+                .await
+                .map_err(|e| format!("cannot open wal: {e}"))?;
+            let _ = wal.close().await;
+            let (meta, log) = raftcore::wal_log::recover(&rec).map_err(|e| format!("wal: {e}"))?;
+            Ok((meta, log, rec.torn_tail.map(|t| t.what)))
+        })?;
+        if let Some(what) = torn {
+            logging::warn("repaired a torn WAL tail", &[("what", json!(what))]);
+        }
+        logging::info(
+            "restarting member from its data dir; --initial-cluster flags are ignored",
+            &[
+                ("wal-dir", json!(wal_dir.display().to_string())),
+                ("entries", json!(log.entries.len())),
+                ("commit-index", json!(log.hard_state.commit)),
+            ],
+        );
+        return Ok((meta, log));
+    }
     let boot = match cfg.bootstrap() {
         Ok(b) => b,
         Err(e) => {
@@ -57,35 +112,61 @@ fn run(cfg: &Config) -> Result<(), String> {
             std::process::exit(e.exit_code());
         }
     };
+    let meta = raftcore::WalMetadata {
+        cluster_id: boot.cluster_id,
+        member_id: boot.local_member_id,
+    };
+    let log = raftcore::wal_log::bootstrap_log(&[boot.local_member_id])
+        .map_err(|e| format!("bootstrap: {e}"))?;
+    let records = raftcore::wal_log::records_of(&log);
+    let m = meta.encode();
+    on_temp_executor(move || async move {
+        let wal = engine::wal::Wal::create(&dir, &m, opts)
+            .await
+            .map_err(|e| format!("cannot create wal: {e}"))?;
+        wal.append(&records)
+            .await
+            .map_err(|e| format!("cannot write bootstrap log: {e}"))?;
+        let _ = wal.close().await;
+        Ok(())
+    })?;
+    Ok((meta, log))
+}
+
+fn run(cfg: &Config) -> Result<(), String> {
     prepare_data_dir(&cfg.data_dir)?;
+    let wal_dir = if cfg.wal_dir.is_empty() {
+        Path::new(&cfg.data_dir).join("member").join("wal")
+    } else {
+        PathBuf::from(&cfg.wal_dir)
+    };
     let addrs = cfg.listen_addrs().map_err(|e| e.message.clone())?;
-    logging::warn(
-        "ferrocd keeps data in memory only in this version; a restart loses all keys",
-        &[("data-dir", json!(cfg.data_dir))],
-    );
+    let (meta, log) = open_or_bootstrap(cfg, &wal_dir)?;
     logging::info(
         "starting ferrocd",
         &[
             ("name", json!(cfg.name)),
             ("data-dir", json!(cfg.data_dir)),
-            (
-                "local-member-id",
-                json!(format!("{:x}", boot.local_member_id)),
-            ),
-            ("cluster-id", json!(format!("{:x}", boot.cluster_id))),
+            ("local-member-id", json!(format!("{:x}", meta.member_id))),
+            ("cluster-id", json!(format!("{:x}", meta.cluster_id))),
         ],
     );
-    let mut node_cfg = raftcore::NodeConfig::new(boot.cluster_id, boot.local_member_id);
+    let mut node_cfg = raftcore::NodeConfig::new(meta.cluster_id, meta.member_id);
     node_cfg.heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
     node_cfg.election_ticks = usize::try_from(cfg.election_ticks()).unwrap_or(10);
     // etcd: 5 s + 2 × election timeout.
     node_cfg.request_timeout =
         Duration::from_secs(5) + 2 * Duration::from_millis(cfg.election_timeout_ms);
     let (node, raft_loop) =
-        raftcore::Node::new(node_cfg).map_err(|e| format!("cannot start raft: {e}"))?;
+        raftcore::Node::start(node_cfg, log).map_err(|e| format!("cannot start raft: {e}"))?;
+    let opts = wal_options(cfg);
     let raft: net::server::RaftStart = Box::new(move || {
         Box::pin(async move {
-            if let Err(e) = raft_loop.run(raftcore::MemLog::default()).await {
+            let wal = match engine::wal::Wal::open(&wal_dir, opts).await {
+                Ok((wal, _)) => wal,
+                Err(e) => logging::fatal("cannot open wal", &[("error", json!(e.to_string()))]),
+            };
+            if let Err(e) = raft_loop.run(raftcore::WalLog::new(wal)).await {
                 logging::fatal("raft loop failed", &[("error", json!(e.to_string()))]);
             }
         })
