@@ -131,6 +131,10 @@
 //! | pread + cache of 1/8 of the pages | 0.47 M | 0.49 M | 0.85 M | 6.7 M |
 //! | pread, no cache | 0.31 M | 0.28 M | 0.61 M | 10.2 M |
 //!
+//! Other helpers' builds and tests shared the 2 cores: numbers move by ±20%
+//! between runs (a later run: 0.86 M / 1.64 M get/s for the default, 0.64 M /
+//! 0.60 M for the full cache), the ranking held in all runs.
+//!
 //! Decision: **memory map** ([`ReadMode::Mmap`], the default). It is 1.2× the
 //! best cache on one thread, 1.4× on two (the cache's shard locks and `Arc`
 //! counts are shared writes; the map needs none) and 2× on scans, and it leaves
