@@ -77,6 +77,20 @@ impl TreeIndex {
         }
     }
 
+    /// See [`KeyIndex::restore_put`].
+    pub(crate) fn restore_put(
+        &mut self,
+        key: &[u8],
+        rev: Revision,
+        create_main: i64,
+        version: i64,
+    ) -> Result<(), Error> {
+        self.keys
+            .entry(key.to_vec())
+            .or_default()
+            .restore_put(rev, create_main, version)
+    }
+
     pub(crate) fn tombstone(&mut self, key: &[u8], rev: Revision) -> Result<(), Error> {
         match self.keys.get_mut(key) {
             Some(ki) => ki.tombstone(rev),

@@ -38,6 +38,7 @@
 //!   is validated before it runs, and anything that still fails mid-way is
 //!   rolled back).
 
+mod backend;
 mod error;
 mod index;
 mod key_index;
@@ -51,6 +52,7 @@ mod txn;
 mod view;
 mod write;
 
+pub use backend::{load, save, AppliedState, BackendError, Checkpoint};
 pub use error::Error;
 pub use kv::{Event, EventKind, KeyValue};
 pub use requests::{

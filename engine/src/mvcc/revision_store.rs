@@ -5,7 +5,7 @@
 //! revision, scans them in revision order, and deletes them (compaction, or
 //! undoing a failed write). Keep this interface that small.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::kv::KeyValue;
 use super::revision::Revision;
@@ -32,11 +32,33 @@ impl Record {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RevisionStore {
     records: BTreeMap<Revision, Record>,
+    /// Revisions inserted or removed since the last `take_dirty` (what the
+    /// next backend checkpoint must write or delete).
+    dirty: BTreeSet<Revision>,
 }
 
 impl RevisionStore {
     pub(crate) fn insert(&mut self, rev: Revision, record: Record) {
         self.records.insert(rev, record);
+        self.dirty.insert(rev);
+    }
+
+    /// Inserts a record read back from the backend (not dirty).
+    pub(crate) fn load(&mut self, rev: Revision, record: Record) {
+        self.records.insert(rev, record);
+    }
+
+    /// The changes since the last call: each touched revision with its record
+    /// now (`None`: removed), in revision order.
+    pub(crate) fn take_dirty(&mut self) -> Vec<(Revision, Option<Record>)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|r| (r, self.records.get(&r).cloned()))
+            .collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
     }
 
     pub(crate) fn get(&self, rev: Revision) -> Option<&Record> {
@@ -44,6 +66,7 @@ impl RevisionStore {
     }
 
     pub(crate) fn remove(&mut self, rev: Revision) -> Option<Record> {
+        self.dirty.insert(rev);
         self.records.remove(&rev)
     }
 
@@ -63,6 +86,7 @@ impl RevisionStore {
             .collect();
         for r in garbage {
             self.records.remove(&r);
+            self.dirty.insert(r);
         }
     }
 

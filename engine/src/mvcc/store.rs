@@ -54,6 +54,31 @@ impl Store {
         self.compact_rev.max(0)
     }
 
+    /// etcd's `compactMainRev` as stored: -1 until the first compaction.
+    pub(super) fn raw_compact_revision(&self) -> i64 {
+        self.compact_rev
+    }
+
+    /// Rebuilds a store from its records (in revision order) and revisions,
+    /// as read back from the backend. Nothing is dirty afterwards.
+    pub(super) fn restore(
+        records: Vec<(Revision, Record)>,
+        current_rev: i64,
+        compact_rev: i64,
+    ) -> Result<Store, Error> {
+        let mut s = Store::new();
+        for (rev, rec) in records {
+            match &rec {
+                Record::Put(kv) => s.index.restore_put(&kv.key, rev, kv.create_revision, kv.version)?,
+                Record::Tombstone { key } => s.index.tombstone(key, rev)?,
+            }
+            s.records.load(rev, rec);
+        }
+        s.current_rev = current_rev;
+        s.compact_rev = compact_rev;
+        Ok(s)
+    }
+
     pub(super) fn view(&self) -> View<'_> {
         View {
             index: &self.index,
