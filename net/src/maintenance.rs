@@ -53,17 +53,17 @@ fn header(n: &Node) -> Result<Option<pb::ResponseHeader>, Status> {
 
 fn status(n: &Node) -> Result<pb::StatusResponse, Status> {
     let rs = n.raft_status();
+    let (db_size, in_use) = n.backend_size().unwrap_or((0, 0));
     Ok(pb::StatusResponse {
         header: header(n)?,
         version: ETCD_VERSION.to_string(),
-        // No backend file yet (keys live in memory): nothing to report.
-        db_size: 0,
+        db_size: i64::try_from(db_size).unwrap_or(i64::MAX),
         leader: rs.leader,
         raft_index: rs.raft_index,
         raft_term: rs.term,
         raft_applied_index: rs.applied_index,
         errors: Vec::new(),
-        db_size_in_use: 0,
+        db_size_in_use: i64::try_from(in_use).unwrap_or(i64::MAX),
         is_learner: rs.is_learner,
     })
 }

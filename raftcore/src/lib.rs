@@ -6,11 +6,13 @@
 //! issue); the single member goes through the same Raft path as a cluster.
 #![forbid(unsafe_code)]
 
+mod checkpoint;
 mod log_store;
 mod node;
 pub mod proposal;
 pub mod wal_log;
 
+pub use checkpoint::CheckpointConfig;
 pub use log_store::{LogError, LogStore, MemLog};
-pub use node::{Applied, Error, Header, Node, NodeConfig, RaftLoop, RaftStatus};
+pub use node::{Applied, Error, Header, Node, NodeConfig, RaftLoop, RaftStatus, Recovered};
 pub use wal_log::{RecoveredLog, WalLog, WalMetadata};

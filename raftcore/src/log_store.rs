@@ -18,6 +18,12 @@ pub trait LogStore {
         entries: &[Entry],
         hard_state: Option<&HardState>,
     ) -> Result<(), LogError>;
+
+    /// Everything up to `index` is durable elsewhere (the B-tree): record
+    /// that and drop what is no longer needed.
+    async fn checkpoint(&mut self, _index: u64, _term: u64) -> Result<(), LogError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

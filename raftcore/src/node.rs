@@ -32,8 +32,11 @@ use raft::prelude::ReadState;
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 
+use crate::checkpoint::{CheckpointConfig, Checkpointer};
 use crate::log_store::{LogError, LogStore};
 use crate::proposal::{DecodeError, Proposal, Request};
+use engine::btree::Db;
+use engine::mvcc::AppliedState;
 
 /// Errors of the consensus and apply layer; `net` maps each to etcd's
 /// gRPC status.
@@ -57,6 +60,9 @@ pub enum Error {
     Corrupt(#[from] DecodeError),
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// The B-tree file cannot be used with this WAL, or a checkpoint failed.
+    #[error("backend: {0}")]
+    Backend(String),
 }
 
 /// Identity and timing of this member.
@@ -105,6 +111,13 @@ pub enum Applied {
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
+/// What woke the idle Raft loop.
+enum Wake {
+    Cmd(Result<Cmd, async_channel::RecvError>),
+    Checkpointed(Result<AppliedState, String>),
+    Tick,
+}
+
 enum Cmd {
     Propose {
         id: u64,
@@ -132,6 +145,8 @@ struct Shared {
     /// A leader is known, it has committed an entry of its term, and this
     /// member has applied everything committed: safe to serve.
     serving: AtomicBool,
+    /// The B-tree file, for its size (Status.dbSize / dbSizeInUse).
+    db: Option<Arc<Db>>,
     next_id: AtomicU64,
 }
 
@@ -168,11 +183,49 @@ impl Node {
         cfg: NodeConfig,
         log: crate::wal_log::RecoveredLog,
     ) -> Result<(Arc<Node>, RaftLoop), Error> {
+        Node::start_with(cfg, log, Recovered::default())
+    }
+
+    /// Like `start`, on the state read back from the B-tree file: `store`
+    /// already holds everything up to `applied`; the WAL's `log` supplies
+    /// the entries after it. With `backend`, the loop checkpoints the store
+    /// into that file in the background.
+    pub fn start_with(
+        cfg: NodeConfig,
+        log: crate::wal_log::RecoveredLog,
+        rec: Recovered,
+    ) -> Result<(Arc<Node>, RaftLoop), Error> {
+        let Recovered {
+            store,
+            applied,
+            backend,
+        } = rec;
+        let last_index = log
+            .entries
+            .last()
+            .map(|e| e.index)
+            .or(log.snapshot.map(|s| s.0))
+            .unwrap_or(0);
+        if let Some((snap, _)) = log.snapshot {
+            if applied.index < snap {
+                return Err(Error::Backend(format!(
+                    "the backend file is at applied index {} but the WAL starts after {snap}: \
+                     entries in between are lost (was member/snap/db removed?)",
+                    applied.index
+                )));
+            }
+        }
+        if applied.index > last_index {
+            return Err(Error::Backend(format!(
+                "the backend file is at applied index {} beyond the WAL's last entry {last_index}",
+                applied.index
+            )));
+        }
         let raft_cfg = raft::Config {
             id: cfg.member_id,
             election_tick: cfg.election_ticks.max(2),
             heartbeat_tick: 1,
-            applied: 0,
+            applied: applied.index,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             check_quorum: true,
@@ -183,22 +236,42 @@ impl Node {
             MemStorage::new_with_conf_state(ConfState::from((vec![cfg.member_id], vec![])));
         {
             let mut st = storage.wl();
+            if let Some((index, term)) = log.snapshot {
+                let mut snap = raft::eraftpb::Snapshot::default();
+                snap.mut_metadata().index = index;
+                snap.mut_metadata().term = term;
+                snap.mut_metadata()
+                    .set_conf_state(ConfState::from((vec![cfg.member_id], vec![])));
+                st.apply_snapshot(snap)?;
+            }
             st.append(&log.entries)?;
-            st.set_hardstate(log.hard_state.clone());
+            let mut hs = log.hard_state.clone();
+            // What the backend applied was committed, even if the commit
+            // index recorded in the WAL lags behind it.
+            hs.commit = hs.commit.max(applied.index);
+            st.set_hardstate(hs);
         }
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_cfg, storage, &logger)?;
         let shared = Arc::new(Shared {
             cfg,
-            store: RwLock::new(Store::new()),
+            store: RwLock::new(store),
             term: AtomicU64::new(0),
             leader: AtomicU64::new(0),
-            applied: AtomicU64::new(0),
+            applied: AtomicU64::new(applied.index),
             last_index: AtomicU64::new(0),
             sole_leader: AtomicBool::new(false),
             serving: AtomicBool::new(false),
+            db: backend.as_ref().map(|(db, _)| db.clone()),
             next_id: AtomicU64::new(1),
         });
+        let checkpointer = match backend {
+            Some((db, ccfg)) => Some(
+                Checkpointer::spawn(db, ccfg, applied.index)
+                    .map_err(|e| Error::Backend(format!("cannot start the backend thread: {e}")))?,
+            ),
+            None => None,
+        };
         let (tx, rx) = async_channel::unbounded();
         let node = Arc::new(Node {
             shared: shared.clone(),
@@ -214,6 +287,7 @@ impl Node {
             read_batches: HashMap::new(),
             reads_after_apply: VecDeque::new(),
             read_seq: 0,
+            checkpointer,
         };
         Ok((node, lp))
     }
@@ -239,6 +313,12 @@ impl Node {
             applied_index: self.applied_index(),
             is_learner: false,
         }
+    }
+
+    /// `(file size, bytes in use)` of the backend file, if there is one.
+    pub fn backend_size(&self) -> Option<(u64, u64)> {
+        let st = self.shared.db.as_ref()?.stats().ok()?;
+        Some((st.file_size, st.in_use_bytes))
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -434,6 +514,18 @@ pub struct RaftLoop {
     /// Invariant: ordered by index.
     reads_after_apply: VecDeque<(u64, Vec<Reply<()>>)>,
     read_seq: u64,
+    /// Background checkpoints into the B-tree file, if there is one.
+    checkpointer: Option<Checkpointer>,
+}
+
+/// The state a node starts from besides its Raft log.
+#[derive(Default)]
+pub struct Recovered {
+    /// The key space as of `applied`.
+    pub store: Store,
+    pub applied: AppliedState,
+    /// The B-tree file to checkpoint into, and how often.
+    pub backend: Option<(Arc<Db>, CheckpointConfig)>,
 }
 
 impl RaftLoop {
@@ -459,15 +551,31 @@ impl RaftLoop {
                 next_tick = now + tick;
             } else if !self.raw.has_ready() {
                 let wait = next_tick - now;
-                let got = future::or(async { Some(self.rx.recv().await) }, async {
-                    sleep(wait).await;
-                    None
-                })
+                let ckpt = self.checkpointer.as_mut().filter(|c| c.in_flight());
+                let got = future::or(
+                    async { Wake::Cmd(self.rx.recv().await) },
+                    future::or(
+                        async {
+                            match ckpt {
+                                Some(c) => Wake::Checkpointed(c.finished().await),
+                                None => std::future::pending().await,
+                            }
+                        },
+                        async {
+                            sleep(wait).await;
+                            Wake::Tick
+                        },
+                    ),
+                )
                 .await;
                 match got {
-                    Some(Ok(cmd)) => self.handle(cmd),
-                    Some(Err(_)) => return Ok(()),
-                    None => {}
+                    Wake::Cmd(Ok(cmd)) => self.handle(cmd),
+                    Wake::Cmd(Err(_)) => return Ok(()),
+                    Wake::Checkpointed(r) => {
+                        let st = r.map_err(Error::Backend)?;
+                        self.on_checkpointed(&mut log, st).await?;
+                    }
+                    Wake::Tick => {}
                 }
             }
             // Everything that queued up while we were busy (e.g. during the
@@ -486,7 +594,50 @@ impl RaftLoop {
             if self.raw.has_ready() {
                 self.on_ready(&mut log).await?;
             }
+            self.maybe_checkpoint()?;
         }
+    }
+
+    /// Starts a background checkpoint when one is due.
+    fn maybe_checkpoint(&mut self) -> Result<(), Error> {
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        let Some(c) = self.checkpointer.as_mut() else {
+            return Ok(());
+        };
+        if !c.due(applied) {
+            return Ok(());
+        }
+        let term = self.raw.raft.raft_log.term(applied).unwrap_or(0);
+        let cp = self
+            .shared
+            .store
+            .write()
+            .map_err(|_| Error::Stopped)?
+            .take_checkpoint();
+        c.submit(
+            cp,
+            AppliedState {
+                index: applied,
+                term,
+            },
+        )
+        .map_err(Error::Backend)
+    }
+
+    /// A checkpoint is durable: note it in the log and drop the Raft
+    /// entries it covers from memory.
+    async fn on_checkpointed<L: LogStore>(
+        &mut self,
+        log: &mut L,
+        st: AppliedState,
+    ) -> Result<(), Error> {
+        log.checkpoint(st.index, st.term).await?;
+        // Keep the entry at `index` itself: raft needs its term.
+        let first = raft::Storage::first_index(self.raw.store())?;
+        if st.index > first {
+            self.raw.mut_store().wl().compact(st.index)?;
+        }
+        Ok(())
     }
 
     fn handle(&mut self, cmd: Cmd) {

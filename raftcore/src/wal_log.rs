@@ -51,6 +51,9 @@ impl WalMetadata {
 #[derive(Clone, Debug, Default)]
 pub struct RecoveredLog {
     pub hard_state: HardState,
+    /// The WAL's last checkpoint `(index, term)`: entries up to it are gone
+    /// from the WAL; `entries` follow it.
+    pub snapshot: Option<(u64, u64)>,
     pub entries: Vec<Entry>,
 }
 
@@ -114,6 +117,7 @@ pub fn recover(r: &wal::Recovered) -> Result<(WalMetadata, RecoveredLog), Decode
         meta,
         RecoveredLog {
             hard_state,
+            snapshot: r.checkpoint.map(|c| (c.index, c.term)),
             entries,
         },
     ))
@@ -142,6 +146,7 @@ pub fn bootstrap_log(member_ids: &[u64]) -> Result<RecoveredLog, DecodeError> {
     hard_state.commit = member_ids.len() as u64;
     Ok(RecoveredLog {
         hard_state,
+        snapshot: None,
         entries,
     })
 }
@@ -170,6 +175,19 @@ impl WalLog {
 }
 
 impl LogStore for WalLog {
+    async fn checkpoint(&mut self, index: u64, term: u64) -> Result<(), LogError> {
+        self.wal
+            .append(&[Record::Checkpoint(wal::Checkpoint { index, term })])
+            .await
+            .map_err(|e| LogError::Poisoned(e.to_string()))?;
+        // Segments wholly below the checkpoint are no longer needed.
+        self.wal
+            .release_to(index)
+            .await
+            .map_err(|e| LogError::Poisoned(e.to_string()))?;
+        Ok(())
+    }
+
     async fn append(&mut self, entries: &[Entry], hs: Option<&HardState>) -> Result<(), LogError> {
         let mut recs: Vec<Record> = entries
             .iter()

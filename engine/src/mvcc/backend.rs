@@ -86,7 +86,10 @@ fn rev_key(r: Revision) -> [u8; 17] {
 
 fn parse_rev_key(k: &[u8]) -> Result<Revision, BackendError> {
     if k.len() != 17 || k[8] != b'_' {
-        return Err(BackendError::Corrupt(format!("revision key of {} bytes", k.len())));
+        return Err(BackendError::Corrupt(format!(
+            "revision key of {} bytes",
+            k.len()
+        )));
     }
     let mut a = [0u8; 8];
     a.copy_from_slice(&k[..8]);
@@ -118,7 +121,8 @@ fn encode_record(rec: &Record) -> Vec<u8> {
 }
 
 fn decode_record(rev: Revision, b: &[u8]) -> Result<Record, BackendError> {
-    let bad = |what: &str| BackendError::Corrupt(format!("record {}/{}: {what}", rev.main, rev.sub));
+    let bad =
+        |what: &str| BackendError::Corrupt(format!("record {}/{}: {what}", rev.main, rev.sub));
     let (&kind, rest) = b.split_first().ok_or_else(|| bad("empty"))?;
     match kind {
         1 => {
@@ -159,7 +163,10 @@ fn meta_u64(db_val: Option<Vec<u8>>, name: &str) -> Result<Option<u64>, BackendE
             a.copy_from_slice(&v);
             Ok(Some(u64::from_le_bytes(a)))
         }
-        Some(v) => Err(BackendError::Corrupt(format!("meta {name} of {} bytes", v.len()))),
+        Some(v) => Err(BackendError::Corrupt(format!(
+            "meta {name} of {} bytes",
+            v.len()
+        ))),
     }
 }
 
@@ -177,7 +184,11 @@ pub fn save(db: &Db, cp: &Checkpoint, applied: AppliedState) -> Result<(), Backe
             }
         }
     }
-    tx.insert(META_BUCKET, b"consistent_index", &applied.index.to_le_bytes())?;
+    tx.insert(
+        META_BUCKET,
+        b"consistent_index",
+        &applied.index.to_le_bytes(),
+    )?;
     tx.insert(META_BUCKET, b"term", &applied.term.to_le_bytes())?;
     tx.insert(META_BUCKET, b"current_rev", &cp.current_rev.to_le_bytes())?;
     tx.insert(META_BUCKET, b"compact_rev", &cp.compact_rev.to_le_bytes())?;
@@ -192,10 +203,16 @@ pub fn load(db: &Db) -> Result<(Store, AppliedState), BackendError> {
     if !rd.buckets().iter().any(|b| b == META_BUCKET) {
         return Ok((Store::new(), AppliedState::default()));
     }
-    let index = meta_u64(rd.get(META_BUCKET, b"consistent_index")?, "consistent_index")?.unwrap_or(0);
+    let index = meta_u64(
+        rd.get(META_BUCKET, b"consistent_index")?,
+        "consistent_index",
+    )?
+    .unwrap_or(0);
     let term = meta_u64(rd.get(META_BUCKET, b"term")?, "term")?.unwrap_or(0);
-    let current = meta_u64(rd.get(META_BUCKET, b"current_rev")?, "current_rev")?.map_or(1, |v| v as i64);
-    let compact = meta_u64(rd.get(META_BUCKET, b"compact_rev")?, "compact_rev")?.map_or(-1, |v| v as i64);
+    let current =
+        meta_u64(rd.get(META_BUCKET, b"current_rev")?, "current_rev")?.map_or(1, |v| v as i64);
+    let compact =
+        meta_u64(rd.get(META_BUCKET, b"compact_rev")?, "compact_rev")?.map_or(-1, |v| v as i64);
     let mut records = Vec::new();
     if rd.buckets().iter().any(|b| b == KEY_BUCKET) {
         for item in rd.range(KEY_BUCKET, ..)? {
@@ -282,14 +299,32 @@ mod tests {
                 }
             }
             if let Some(r) = &rebuilt {
-                assert_eq!(all(r, 0), all(&s, 0), "rebuilt store diverged at step {step}");
+                assert_eq!(
+                    all(r, 0),
+                    all(&s, 0),
+                    "rebuilt store diverged at step {step}"
+                );
             }
             if rnd(7) == 0 || step == 599 {
                 applied += 1;
                 let cp = s.take_checkpoint();
-                save(&db, &cp, AppliedState { index: applied, term: 2 }).unwrap();
+                save(
+                    &db,
+                    &cp,
+                    AppliedState {
+                        index: applied,
+                        term: 2,
+                    },
+                )
+                .unwrap();
                 let (r, st) = load(&db).unwrap();
-                assert_eq!(st, AppliedState { index: applied, term: 2 });
+                assert_eq!(
+                    st,
+                    AppliedState {
+                        index: applied,
+                        term: 2
+                    }
+                );
                 assert_eq!(r.current_revision(), s.current_revision());
                 assert_eq!(r.compact_revision(), s.compact_revision());
                 for rev in s.compact_revision().max(1)..=s.current_revision() {

@@ -149,7 +149,12 @@ impl KeyIndex {
     /// Rebuilds history from a stored put record: like `put`, but the
     /// generation's creation revision and version come from the record,
     /// since compaction may have dropped the revisions that counted them.
-    pub(crate) fn restore_put(&mut self, rev: Revision, create_main: i64, version: i64) -> Result<(), Error> {
+    pub(crate) fn restore_put(
+        &mut self,
+        rev: Revision,
+        create_main: i64,
+        version: i64,
+    ) -> Result<(), Error> {
         if rev <= self.modified {
             return Err(Error::RevisionNotFound {
                 main: rev.main,
@@ -158,7 +163,10 @@ impl KeyIndex {
         }
         let g = self.last_generation_mut();
         if g.revs.is_empty() {
-            g.created = Revision::new(create_main, if create_main == rev.main { rev.sub } else { 0 });
+            g.created = Revision::new(
+                create_main,
+                if create_main == rev.main { rev.sub } else { 0 },
+            );
         }
         g.revs.push(rev);
         g.ver = version;

@@ -40,6 +40,7 @@
 
 mod backend;
 mod error;
+mod history;
 mod index;
 mod key_index;
 mod key_range;
@@ -54,6 +55,7 @@ mod write;
 
 pub use backend::{load, save, AppliedState, BackendError, Checkpoint};
 pub use error::Error;
+pub use history::EventPage;
 pub use kv::{Event, EventKind, KeyValue};
 pub use requests::{
     CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,

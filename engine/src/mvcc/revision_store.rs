@@ -57,10 +57,6 @@ impl RevisionStore {
             .collect()
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.records.len()
-    }
-
     pub(crate) fn get(&self, rev: Revision) -> Option<&Record> {
         self.records.get(&rev)
     }

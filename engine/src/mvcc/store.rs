@@ -69,7 +69,10 @@ impl Store {
         let mut s = Store::new();
         for (rev, rec) in records {
             match &rec {
-                Record::Put(kv) => s.index.restore_put(&kv.key, rev, kv.create_revision, kv.version)?,
+                Record::Put(kv) => {
+                    s.index
+                        .restore_put(&kv.key, rev, kv.create_revision, kv.version)?
+                }
                 Record::Tombstone { key } => s.index.tombstone(key, rev)?,
             }
             s.records.load(rev, rec);

@@ -141,6 +141,23 @@ fn run(cfg: &Config) -> Result<(), String> {
         PathBuf::from(&cfg.wal_dir)
     };
     let addrs = cfg.listen_addrs().map_err(|e| e.message.clone())?;
+    // The B-tree file, as etcd's bbolt file: <data-dir>/member/snap/db.
+    let snap_dir = Path::new(&cfg.data_dir).join("member").join("snap");
+    std::fs::create_dir_all(&snap_dir).map_err(|e| format!("cannot create {snap_dir:?}: {e}"))?;
+    let t0 = std::time::Instant::now();
+    let db = engine::btree::Db::open(snap_dir.join("db"), engine::btree::Options::default())
+        .map_err(|e| format!("cannot open backend {:?}: {e}", snap_dir.join("db")))?;
+    let (store, applied) =
+        engine::mvcc::load(&db).map_err(|e| format!("cannot load backend: {e}"))?;
+    logging::info(
+        "opened backend",
+        &[
+            ("path", json!(snap_dir.join("db").display().to_string())),
+            ("applied-index", json!(applied.index)),
+            ("revision", json!(store.current_revision())),
+            ("took", json!(format!("{:?}", t0.elapsed()))),
+        ],
+    );
     let (meta, log) = open_or_bootstrap(cfg, &wal_dir)?;
     logging::info(
         "starting ferrocd",
@@ -157,8 +174,21 @@ fn run(cfg: &Config) -> Result<(), String> {
     // etcd: 5 s + 2 × election timeout.
     node_cfg.request_timeout =
         Duration::from_secs(5) + 2 * Duration::from_millis(cfg.election_timeout_ms);
-    let (node, raft_loop) =
-        raftcore::Node::start(node_cfg, log).map_err(|e| format!("cannot start raft: {e}"))?;
+    let ckpt = raftcore::CheckpointConfig {
+        interval: flag_duration(cfg, "backend-batch-interval", Duration::from_millis(100)),
+        limit: match cfg.flag("backend-batch-limit") {
+            Some(tools::flags::Value::Int(n)) if *n > 0 => *n as u64,
+            Some(tools::flags::Value::Uint(n)) if *n > 0 => *n,
+            _ => 10_000,
+        },
+    };
+    let rec = raftcore::Recovered {
+        store,
+        applied,
+        backend: Some((Arc::new(db), ckpt)),
+    };
+    let (node, raft_loop) = raftcore::Node::start_with(node_cfg, log, rec)
+        .map_err(|e| format!("cannot start raft: {e}"))?;
     let opts = wal_options(cfg);
     let raft: net::server::RaftStart = Box::new(move || {
         Box::pin(async move {
