@@ -9,7 +9,7 @@
 //!                       ─▶ free-list chain (runs of free pages)
 //!                  bucket root ─▶ branch ─▶ leaf ─▶ overflow chain (values > ~1.3 KiB)
 //! ```
-//! Byte-exact layouts: `engine/FORMAT-btree.md` (repeated in `btree/format.rs`).
+//! Byte-exact layouts: `engine/FORMAT.md` §2 (repeated in `btree/format.rs`).
 //!
 //! # Use
 //! One writer ([`Db::begin_write`] → [`WriteTxn`], serialised by a mutex) and

@@ -14,7 +14,7 @@
 //! by index for Raft), [`Wal::release_to`] (drop segments a checkpoint
 //! covers), [`Wal::close`]; `stats`, `position`, `segment_paths` to inspect.
 //!
-//! # On-disk format (byte-exact tables: `format.rs` and engine/FORMAT-wal.md)
+//! # On-disk format (byte-exact tables: `format.rs` and engine/FORMAT.md §1)
 //!
 //! ```text
 //! <dir>/0000000000000000-0000000000000001.wal     {seq:016x}-{first_index:016x}.wal

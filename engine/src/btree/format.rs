@@ -1,7 +1,7 @@
 //! Bytes on disk: the meta page, the common page header and the leaf, branch,
 //! overflow and free-list page bodies.
 //!
-//! This file repeats the tables of `engine/FORMAT-btree.md`; where the two
+//! This file repeats the tables of `engine/FORMAT.md` §2; where the two
 //! disagree, both are wrong until fixed together. Every offset is built from the
 //! previous one plus the size of the previous field, all integers are
 //! little-endian fixed width, and every decoder checks each offset and length it
@@ -632,7 +632,7 @@ mod tests {
 
     #[test]
     fn meta_layout_matches_format_doc() {
-        // FORMAT-btree.md's table: crc at 56, 60 bytes used.
+        // FORMAT.md §2's table: crc at 56, 60 bytes used.
         assert_eq!(META_CRC_OFF, 56);
         assert_eq!(META_LEN, 60);
         assert_eq!(HEADER_LEN, 16);

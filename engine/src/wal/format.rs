@@ -1,8 +1,8 @@
 //! The WAL's bytes: segment header, batch header, record framing, file names.
 //!
 //! Everything here is pure (no I/O) so that every field can be corrupted in a
-//! unit test. The layouts repeat engine/FORMAT-wal.md; where the two disagree,
-//! this file is wrong only if FORMAT-wal.md was changed with a version bump.
+//! unit test. The layouts repeat engine/FORMAT.md §1; where the two disagree,
+//! this file is wrong only if FORMAT.md §1 was changed with a version bump.
 //! All integers are fixed-width little-endian. Each offset below is built from
 //! the previous one plus the previous field's size, so a field cannot silently
 //! overlap its neighbour.
@@ -18,7 +18,7 @@ use super::{Checkpoint, Entry, HardState, Record};
 /// multiple of the O_DIRECT alignment the file reports (checked at open).
 pub const BLOCK: u64 = 4096;
 
-/// Current on-disk format version (FORMAT-wal.md, "Version history").
+/// Current on-disk format version (FORMAT.md §1, "Version history").
 pub const VERSION: u32 = 1;
 
 // ---------------------------------------------------------------------------

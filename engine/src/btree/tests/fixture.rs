@@ -1,7 +1,7 @@
 //! Format fixture: a small v1 file checked in at `btree/testdata/v1-small.db`.
 //! This build must open it with the expected contents and must write the same
 //! bytes for the same operations, so a format change cannot slip in without a
-//! new version (FORMAT-btree.md "Version history"). Regenerate after an
+//! new version (FORMAT.md §2 "Version history"). Regenerate after an
 //! intended change with `FERROCD_BLESS_FIXTURES=1 cargo test -p engine fixture`.
 
 use super::common::{dump, open_mem, value, Model, TempDir};
