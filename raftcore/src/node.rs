@@ -147,6 +147,8 @@ struct Shared {
     serving: AtomicBool,
     /// The B-tree file, for its size (Status.dbSize / dbSizeInUse).
     db: Option<Arc<Db>>,
+    /// Set once the log failed to persist: writes are refused from then on.
+    poisoned: std::sync::Mutex<Option<String>>,
     next_id: AtomicU64,
 }
 
@@ -263,6 +265,7 @@ impl Node {
             sole_leader: AtomicBool::new(false),
             serving: AtomicBool::new(false),
             db: backend.as_ref().map(|(db, _)| db.clone()),
+            poisoned: std::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
         });
         let checkpointer = match backend {
@@ -369,6 +372,15 @@ impl Node {
     }
 
     async fn propose(&self, request: Request) -> Result<Applied, Error> {
+        if let Some(msg) = self
+            .shared
+            .poisoned
+            .lock()
+            .map_err(|_| Error::Stopped)?
+            .clone()
+        {
+            return Err(Error::Log(LogError::Poisoned(msg)));
+        }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let data = Proposal {
             proposer: self.shared.cfg.member_id,
@@ -592,10 +604,47 @@ impl RaftLoop {
                     .insert(seq, std::mem::take(&mut self.pending_reads));
             }
             if self.raw.has_ready() {
-                self.on_ready(&mut log).await?;
+                if let Err(e) = self.on_ready(&mut log).await {
+                    return match e {
+                        // fsyncgate: after a failed write or sync the log's
+                        // state is unknown; never retry. Refuse writes, keep
+                        // serving what was applied.
+                        Error::Log(LogError::Poisoned(msg)) => self.serve_poisoned(msg).await,
+                        other => Err(other),
+                    };
+                }
             }
             self.maybe_checkpoint()?;
         }
+    }
+
+    /// The log failed: fail every pending and future write with the
+    /// poison error and keep answering reads (the applied state is still
+    /// exactly what was acknowledged). A restart recovers from disk.
+    async fn serve_poisoned(mut self, msg: String) -> Result<(), Error> {
+        let err = || Error::Log(LogError::Poisoned(msg.clone()));
+        *self.shared.poisoned.lock().map_err(|_| Error::Stopped)? = Some(msg.clone());
+        for (_, w) in self.waiters.drain() {
+            let _ = w.send(Err(err()));
+        }
+        self.unproposed.clear();
+        let mut reads: Vec<Reply<()>> = std::mem::take(&mut self.pending_reads);
+        reads.extend(self.read_batches.drain().flat_map(|(_, b)| b));
+        reads.extend(self.reads_after_apply.drain(..).flat_map(|(_, b)| b));
+        for r in reads {
+            let _ = r.send(Ok(()));
+        }
+        while let Ok(cmd) = self.rx.recv().await {
+            match cmd {
+                Cmd::Propose { done, .. } => {
+                    let _ = done.send(Err(err()));
+                }
+                Cmd::Read { done } => {
+                    let _ = done.send(Ok(()));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Starts a background checkpoint when one is due.
@@ -891,6 +940,61 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_log_write_poisons_writes_and_keeps_reads() {
+        run(|| async {
+            struct FailAt(u64);
+            impl LogStore for FailAt {
+                async fn append(
+                    &mut self,
+                    _e: &[Entry],
+                    _h: Option<&raft::eraftpb::HardState>,
+                ) -> Result<(), LogError> {
+                    self.0 = self.0.saturating_sub(1);
+                    if self.0 == 0 {
+                        return Err(LogError::Poisoned("injected fdatasync error".into()));
+                    }
+                    Ok(())
+                }
+            }
+            let (node, lp) = Node::new(NodeConfig::new(1, 7)).unwrap();
+            // Appends: campaign, empty entry of the term, first put; the
+            // fourth (second put) fails.
+            glommio::spawn_local(lp.run(FailAt(4))).detach();
+            assert!(node.wait_leader(Duration::from_secs(5)).await);
+            let put = |k: &str| PutRequest {
+                key: k.into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            };
+            let mut ok = 0;
+            let mut failed = 0;
+            for i in 0..4 {
+                match node.put(put(&format!("k{i}"))).await {
+                    Ok(_) => ok += 1,
+                    Err(Error::Log(LogError::Poisoned(m))) => {
+                        assert!(m.contains("injected"));
+                        failed += 1
+                    }
+                    Err(e) => panic!("unexpected {e}"),
+                }
+            }
+            assert!(ok >= 1 && failed >= 2, "ok {ok} failed {failed}");
+            let r = node
+                .range(
+                    &RangeRequest {
+                        key: vec![0],
+                        range_end: vec![0],
+                        ..Default::default()
+                    },
+                    false,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.kvs.len(), ok, "reads still serve what was acknowledged");
+        });
+    }
+
+    #[test]
     fn group_commit_batches_concurrent_proposals() {
         run(|| async {
             struct Slow(Rc<std::cell::Cell<u64>>);
@@ -1028,6 +1132,119 @@ mod wal_tests {
             assert_eq!(r.revision, 22);
             assert_eq!(node.term(), 3, "a restart is a new election");
         });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod backend_tests {
+    use super::*;
+    use crate::wal_log::{bootstrap_log, records_of, recover, WalLog, WalMetadata};
+    use engine::btree::{Db, Options};
+    use engine::wal::{Wal, WalOptions};
+    use glommio::LocalExecutorBuilder;
+
+    fn wopts() -> WalOptions {
+        WalOptions {
+            segment_size: 1 << 16,
+            max_wals: 1,
+            ..Default::default()
+        }
+    }
+
+    fn all() -> RangeRequest {
+        RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        }
+    }
+
+    /// Writes with frequent checkpoints, a restart from B-tree + WAL tail,
+    /// more writes, another restart: every acknowledged write is there, with
+    /// its revision, and old WAL segments were released.
+    #[test]
+    fn restart_from_checkpoint_and_wal_tail_keeps_every_write() {
+        let dir = std::env::temp_dir().join(format!("raftcore-backend-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ckpt = CheckpointConfig {
+            interval: Duration::from_millis(1),
+            limit: 5,
+        };
+        let mut expected_rev = 1;
+        for round in 0..3 {
+            let d = dir.clone();
+            let got = LocalExecutorBuilder::default()
+                .io_memory(1 << 20)
+                .spawn(move || async move {
+                    let db = Arc::new(Db::open(d.join("db"), Options::default()).unwrap());
+                    let (store, applied) = engine::mvcc::load(&db).unwrap();
+                    let wd = d.join("wal");
+                    let (wal, log) = if Wal::exists(&wd) {
+                        let (wal, rec) = Wal::open(&wd, wopts()).await.unwrap();
+                        (wal, recover(&rec).unwrap().1)
+                    } else {
+                        let meta = WalMetadata {
+                            cluster_id: 1,
+                            member_id: 7,
+                        };
+                        let log = bootstrap_log(&[7]).unwrap();
+                        let wal = Wal::create(&wd, &meta.encode(), wopts()).await.unwrap();
+                        wal.append(&records_of(&log)).await.unwrap();
+                        (wal, log)
+                    };
+                    let rec = Recovered {
+                        store,
+                        applied,
+                        backend: Some((db, ckpt)),
+                    };
+                    let (node, lp) = Node::start_with(NodeConfig::new(1, 7), log, rec).unwrap();
+                    glommio::spawn_local(async move {
+                        if let Err(e) = lp.run(WalLog::new(wal)).await {
+                            panic!("loop: {e}");
+                        }
+                    })
+                    .detach();
+                    assert!(node.wait_leader(Duration::from_secs(5)).await);
+                    let before = node.range(&all(), false).await.unwrap();
+                    let mut revs = Vec::new();
+                    for i in 0..300 {
+                        let r = node
+                            .put(PutRequest {
+                                key: format!("r{round}-{i:03}").into_bytes(),
+                                value: vec![b'x'; 200],
+                                ..Default::default()
+                            })
+                            .await
+                            .unwrap();
+                        revs.push(r.revision);
+                        if i % 50 == 0 {
+                            sleep(Duration::from_millis(3)).await;
+                        }
+                    }
+                    (before.kvs.len(), before.revision, revs)
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+            let (n_before, rev_before, revs) = got;
+            assert_eq!(n_before, 300 * round, "round {round}: keys after restart");
+            assert_eq!(
+                rev_before, expected_rev,
+                "round {round}: revision after restart"
+            );
+            assert_eq!(
+                revs,
+                ((expected_rev + 1)..=(expected_rev + 300)).collect::<Vec<_>>()
+            );
+            expected_rev += 300;
+        }
+        let segs = std::fs::read_dir(dir.join("wal")).unwrap().count();
+        assert!(
+            segs < 10,
+            "old WAL segments were released ({segs} files left)"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
