@@ -15,3 +15,4 @@ pub use mvcc::{
 };
 pub mod btree;
 pub mod wal;
+pub mod watch;

@@ -12,3 +12,4 @@ pub mod maintenance;
 pub mod pb;
 pub mod server;
 pub mod shutdown;
+pub mod watch;

@@ -44,6 +44,7 @@ pub struct ServeOptions {
     pub executors: usize,
     pub grpc: ServerConfig,
     pub kv: KvLimits,
+    pub watch: crate::watch::WatchConfig,
     pub node: Arc<Node>,
     /// Called once, when every executor listens on every address.
     pub on_ready: Arc<dyn Fn() + Send + Sync>,
@@ -93,6 +94,7 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
         client_addrs,
         grpc,
         kv,
+        watch,
         node,
         on_ready,
         ..
@@ -111,6 +113,7 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             }
             let mut router = Router::new();
             kv::register(&mut router, node.clone(), kv.clone());
+            crate::watch::register(&mut router, node.clone(), watch.clone());
             crate::maintenance::register(&mut router, node.clone());
             let router = Rc::new(router);
             let cfg = Rc::new(grpc.clone());

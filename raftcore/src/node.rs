@@ -150,6 +150,16 @@ struct Shared {
     /// Set once the log failed to persist: writes are refused from then on.
     poisoned: std::sync::Mutex<Option<String>>,
     next_id: AtomicU64,
+    /// Watchers of `store` (engine::watch). `apply` publishes every applied
+    /// revision's events to it after releasing the store lock.
+    watch: Arc<engine::watch::Hub>,
+}
+
+/// The watch hub reads history through the apply-layer store.
+impl engine::watch::History for Shared {
+    fn read_store(&self, f: &mut dyn FnMut(&Store)) -> bool {
+        engine::watch::History::read_store(&self.store, f)
+    }
 }
 
 /// What `Maintenance.Status` reports about Raft.
@@ -255,6 +265,8 @@ impl Node {
         }
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_cfg, storage, &logger)?;
+        let watch = Arc::new(engine::watch::Hub::new(Default::default()));
+        watch.publish(store.current_revision(), Vec::new());
         let shared = Arc::new(Shared {
             cfg,
             store: RwLock::new(store),
@@ -267,6 +279,7 @@ impl Node {
             db: backend.as_ref().map(|(db, _)| db.clone()),
             poisoned: std::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
+            watch,
         });
         let checkpointer = match backend {
             Some((db, ccfg)) => Some(
@@ -326,6 +339,12 @@ impl Node {
 
     pub fn applied_index(&self) -> u64 {
         self.shared.applied.load(Ordering::Acquire)
+    }
+
+    /// The watch hub with this member's store behind it (the Watch service
+    /// opens one `WatchStream` per client stream from it).
+    pub fn watch_hub(&self) -> engine::watch::Watchable {
+        engine::watch::Watchable::new(self.shared.watch.clone(), self.shared.clone())
     }
 
     pub fn header(&self, revision: i64) -> Header {
@@ -807,8 +826,16 @@ impl RaftLoop {
         };
         let me = self.shared.cfg.member_id;
         let mut replies = Vec::new();
+        // Watch hook: events of the revisions this batch creates, collected
+        // under the write lock right after each write (a compaction later in
+        // the batch could otherwise hide a delete), only if someone watches;
+        // deciding that under the write lock is what makes a concurrent
+        // registration safe (engine::watch module docs, "Registration").
+        let mut events = Vec::new();
+        let published;
         {
             let mut store = self.shared.store.write().map_err(|_| Error::Stopped)?;
+            let watching = self.shared.watch.has_watchers();
             for e in &entries {
                 match e.get_entry_type() {
                     EntryType::EntryNormal => {
@@ -817,7 +844,11 @@ impl RaftLoop {
                             continue;
                         }
                         let p = Proposal::decode(&e.data)?;
+                        let before = store.current_revision();
                         let result = apply_request(&mut store, &p.request);
+                        if watching {
+                            engine::watch::collect_events(&store, before, &mut events);
+                        }
                         if p.proposer == me {
                             if let Some(w) = self.waiters.remove(&p.id) {
                                 replies.push((w, result));
@@ -838,7 +869,11 @@ impl RaftLoop {
                     }
                 }
             }
+            published = store.current_revision();
         }
+        // Watch hook: fan out with the store lock released; never blocks
+        // (a slow watcher is moved to the unsynced set instead).
+        self.shared.watch.publish(published, events);
         self.shared.applied.store(last, Ordering::Release);
         for (w, r) in replies {
             let _ = w.send(r);

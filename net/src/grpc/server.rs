@@ -521,6 +521,28 @@ impl ResponseSink {
         }
     }
 
+    /// Resolves when the client resets the stream or the connection goes
+    /// away (or the call already finished). For calls that can sit idle
+    /// after the client's half-close, e.g. a watch: nothing else would tell
+    /// them the client is gone. Do not poll it while a `send` is waiting:
+    /// h2 keeps one send-side waker per stream.
+    pub async fn closed(&self) {
+        poll_fn(|cx| {
+            let mut st = self.state.borrow_mut();
+            if st.done {
+                return Poll::Ready(());
+            }
+            if let Some(tx) = st.stream.as_mut() {
+                return tx.poll_reset(cx).map(|_| ());
+            }
+            match st.respond.as_mut() {
+                Some(r) => r.poll_reset(cx).map(|_| ()),
+                None => Poll::Ready(()),
+            }
+        })
+        .await
+    }
+
     /// Ends the call now with `status` (later sends fail).
     pub fn finish(&self, status: &Status) {
         self.state.borrow_mut().finish(status);

@@ -41,6 +41,7 @@ impl TestServer {
                 executors: 1,
                 grpc: Default::default(),
                 kv: kv.clone(),
+                watch: Default::default(),
                 node,
                 on_ready: Arc::new(move || {
                     let _ = tx.send(());

@@ -222,6 +222,23 @@ fn run(cfg: &Config) -> Result<(), String> {
         max_txn_ops: usize::try_from(cfg.max_txn_ops).unwrap_or(usize::MAX),
         max_request_bytes,
     };
+    let mut progress_notify_interval = flag_duration(
+        cfg,
+        "experimental-watch-progress-notify-interval",
+        net::watch::WatchConfig::default().progress_notify_interval,
+    );
+    if progress_notify_interval < net::watch::MIN_PROGRESS_NOTIFY_INTERVAL {
+        logging::warn(
+            "adjusting watch progress notify interval to minimum period",
+            &[("min-watch-progress-notify-interval", json!("100ms"))],
+        );
+        progress_notify_interval = net::watch::MIN_PROGRESS_NOTIFY_INTERVAL;
+    }
+    let watch = net::watch::WatchConfig {
+        progress_notify_interval,
+        // etcd's watch server: --max-request-bytes + grpcOverheadBytes.
+        fragment_bytes: max_request_bytes.saturating_add(512 * 1024),
+    };
     let served: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     let on_ready = Arc::new(move || {
         for a in &served {
@@ -239,6 +256,7 @@ fn run(cfg: &Config) -> Result<(), String> {
         executors: executors(),
         grpc,
         kv,
+        watch,
         node,
         on_ready,
     };

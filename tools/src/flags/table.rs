@@ -290,7 +290,7 @@ pub static FLAGS: &[FlagSpec] = &[
         "Pause between two compaction batches."),
     y(f("experimental-peer-skip-client-san-verification", Bool, "false", Some("'false'"), Experimental, false,
         "Do not verify the SAN of client certificates on peer connections."), Yaml::None),
-    f("experimental-watch-progress-notify-interval", Duration, "0", Some("'10m'"), Experimental, false,
+    f("experimental-watch-progress-notify-interval", Duration, "0", Some("'10m'"), Experimental, true,
         "Interval of the periodic watch progress notifications."),
     f("experimental-downgrade-check-time", Duration, "5s", Q, Experimental, false,
         "Interval between two downgrade status checks."),

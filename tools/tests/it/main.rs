@@ -13,6 +13,7 @@
 //! comparison etcd-vs-etcd (harness validation without ferrocd).
 
 mod compare;
+mod crash;
 mod defaults;
 mod errors;
 mod harness;
