@@ -305,18 +305,16 @@ impl WatchService {
         opts: &mut HashMap<WatchId, Opts>,
     ) -> Result<(), Status> {
         let o = opts.get_mut(&n.watch_id);
-        let (prev_kv, fragment) = o.as_ref().map_or((false, false), |o| (o.prev_kv, o.fragment));
+        let (prev_kv, fragment) = o
+            .as_ref()
+            .map_or((false, false), |o| (o.prev_kv, o.fragment));
         let has_events = !n.events.is_empty();
         let resp = pb::WatchResponse {
             header: self.header(n.revision),
             watch_id: n.watch_id.0,
             compact_revision: n.compact_revision,
             canceled: n.compact_revision != 0,
-            events: n
-                .events
-                .iter()
-                .map(|e| event_to_pb(e, prev_kv))
-                .collect(),
+            events: n.events.iter().map(|e| event_to_pb(e, prev_kv)).collect(),
             ..Default::default()
         };
         if fragment {

@@ -77,9 +77,20 @@ pub struct NodeConfig {
     /// How long a request may wait for Raft before "request timed out".
     /// etcd: 5 s + 2 × election timeout.
     pub request_timeout: Duration,
+    /// The initial voters (this member included); empty means just this
+    /// member.
+    pub voters: Vec<u64>,
 }
 
 impl NodeConfig {
+    fn initial_voters(&self) -> Vec<u64> {
+        if self.voters.is_empty() {
+            vec![self.member_id]
+        } else {
+            self.voters.clone()
+        }
+    }
+
     pub fn new(cluster_id: u64, member_id: u64) -> NodeConfig {
         NodeConfig {
             cluster_id,
@@ -87,6 +98,7 @@ impl NodeConfig {
             heartbeat: Duration::from_millis(100),
             election_ticks: 10,
             request_timeout: Duration::from_secs(7),
+            voters: Vec::new(),
         }
     }
 }
@@ -127,6 +139,8 @@ enum Cmd {
     Read {
         done: Reply<()>,
     },
+    /// A Raft message from a peer.
+    Step(Box<Message>),
 }
 
 /// State shared by the handle and the loop.
@@ -177,6 +191,9 @@ pub struct RaftStatus {
 pub struct Node {
     shared: Arc<Shared>,
     tx: async_channel::Sender<Cmd>,
+    /// Encoded Raft messages for peers, `(to, message)`; taken once by the
+    /// peer transport (in `net`).
+    outbound: std::sync::Mutex<Option<async_channel::Receiver<(u64, Vec<u8>)>>>,
 }
 
 impl Node {
@@ -245,7 +262,7 @@ impl Node {
             ..Default::default()
         };
         let storage =
-            MemStorage::new_with_conf_state(ConfState::from((vec![cfg.member_id], vec![])));
+            MemStorage::new_with_conf_state(ConfState::from((cfg.initial_voters(), vec![])));
         {
             let mut st = storage.wl();
             if let Some((index, term)) = log.snapshot {
@@ -253,7 +270,7 @@ impl Node {
                 snap.mut_metadata().index = index;
                 snap.mut_metadata().term = term;
                 snap.mut_metadata()
-                    .set_conf_state(ConfState::from((vec![cfg.member_id], vec![])));
+                    .set_conf_state(ConfState::from((cfg.initial_voters(), vec![])));
                 st.apply_snapshot(snap)?;
             }
             st.append(&log.entries)?;
@@ -289,12 +306,15 @@ impl Node {
             None => None,
         };
         let (tx, rx) = async_channel::unbounded();
+        let (out_tx, out_rx) = async_channel::unbounded();
         let node = Arc::new(Node {
             shared: shared.clone(),
             tx,
+            outbound: std::sync::Mutex::new(Some(out_rx)),
         });
         let lp = RaftLoop {
             raw,
+            outbound: out_tx,
             rx,
             shared,
             waiters: HashMap::new(),
@@ -306,6 +326,21 @@ impl Node {
             checkpointer,
         };
         Ok((node, lp))
+    }
+
+    /// The peer transport's end of the outbound queue (once).
+    pub fn take_outbound(&self) -> Option<async_channel::Receiver<(u64, Vec<u8>)>> {
+        self.outbound.lock().ok()?.take()
+    }
+
+    /// Hands a Raft message received from a peer to the loop.
+    pub async fn step(&self, bytes: &[u8]) -> Result<(), Error> {
+        let m: Message =
+            protobuf::Message::parse_from_bytes(bytes).map_err(|_| DecodeError("raft message"))?;
+        self.tx
+            .send(Cmd::Step(Box::new(m)))
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -531,6 +566,8 @@ fn apply_request(store: &mut Store, req: &Request) -> Result<Applied, Error> {
 pub struct RaftLoop {
     raw: RawNode<MemStorage>,
     rx: async_channel::Receiver<Cmd>,
+    /// Messages for peers, drained by the transport.
+    outbound: async_channel::Sender<(u64, Vec<u8>)>,
     shared: Arc<Shared>,
     /// Proposals of ours not yet applied, by id.
     waiters: HashMap<u64, Reply<Applied>>,
@@ -661,6 +698,7 @@ impl RaftLoop {
                 Cmd::Read { done } => {
                     let _ = done.send(Ok(()));
                 }
+                Cmd::Step(_) => {}
             }
         }
         Ok(())
@@ -717,6 +755,11 @@ impl RaftLoop {
                 }
             }
             Cmd::Read { done } => self.pending_reads.push(done),
+            Cmd::Step(m) => {
+                // A message from a member we do not know, or a stale one:
+                // raft drops or answers it; an error is not ours to report.
+                let _ = self.raw.step(*m);
+            }
         }
     }
 
@@ -794,11 +837,16 @@ impl RaftLoop {
 
     /// Peer transport comes with multi-member clusters; a sole member sends
     /// nothing.
+    /// Hands messages to the peer transport. Never blocks the loop: the
+    /// channel is unbounded and Raft tolerates lost messages (a peer that is
+    /// down just misses them; raft retries by design).
     fn send(&mut self, msgs: Vec<Message>) {
-        debug_assert!(
-            msgs.is_empty() || self.raw.raft.prs().conf().voters().ids().len() > 1,
-            "a single member has no one to send to"
-        );
+        for m in msgs {
+            let to = m.to;
+            if let Ok(b) = protobuf::Message::write_to_bytes(&m) {
+                let _ = self.outbound.try_send((to, b));
+            }
+        }
     }
 
     fn on_read_state(&mut self, rs: ReadState) {
@@ -1281,5 +1329,147 @@ mod backend_tests {
             "old WAL segments were released ({segs} files left)"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    //! Three members in one process, wired by channels (no sockets): the
+    //! Raft path of a cluster, with a switch to cut a member off.
+    use super::*;
+    use crate::log_store::MemLog;
+    use glommio::LocalExecutorBuilder;
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+    use std::rc::Rc;
+
+    fn put(k: &str, v: &str) -> PutRequest {
+        PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        }
+    }
+
+    fn get(k: &str) -> RangeRequest {
+        RangeRequest {
+            key: k.into(),
+            ..Default::default()
+        }
+    }
+
+    async fn leader_of(nodes: &[Arc<Node>]) -> u64 {
+        for _ in 0..500 {
+            let l = nodes[0].leader();
+            if l != 0 && nodes.iter().all(|n| n.leader() == l) {
+                return l;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no common leader");
+    }
+
+    #[test]
+    fn three_members_elect_one_leader_and_replicate_through_any_member() {
+        LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn(|| async {
+                let ids = [11u64, 22, 33];
+                let cut: Rc<RefCell<HashSet<u64>>> = Rc::default();
+                let mut nodes = Vec::new();
+                for id in ids {
+                    let mut cfg = NodeConfig::new(1, id);
+                    cfg.voters = ids.to_vec();
+                    cfg.heartbeat = Duration::from_millis(10);
+                    cfg.request_timeout = Duration::from_secs(3);
+                    let log = crate::wal_log::bootstrap_log(&ids).unwrap();
+                    let (node, lp) = Node::start(cfg, log).unwrap();
+                    glommio::spawn_local(lp.run(MemLog::default())).detach();
+                    nodes.push(node);
+                }
+                // The network: each member's outbound queue feeds the others.
+                for (i, n) in nodes.iter().enumerate() {
+                    let out = n.take_outbound().unwrap();
+                    let peers = nodes.clone();
+                    let cut = cut.clone();
+                    let from = ids[i];
+                    glommio::spawn_local(async move {
+                        while let Ok((to, m)) = out.recv().await {
+                            if cut.borrow().contains(&from) || cut.borrow().contains(&to) {
+                                continue;
+                            }
+                            if let Some(p) = ids.iter().position(|x| *x == to) {
+                                let _ = peers[p].step(&m).await;
+                            }
+                        }
+                    })
+                    .detach();
+                }
+                let leader = leader_of(&nodes).await;
+                assert!(ids.contains(&leader));
+                for n in &nodes {
+                    assert!(n.wait_leader(Duration::from_secs(5)).await);
+                }
+                // A write through every member (followers forward to the leader).
+                for (i, n) in nodes.iter().enumerate() {
+                    n.put(put(&format!("k{i}"), "v")).await.unwrap();
+                }
+                // Linearizable reads on every member see every write.
+                for n in &nodes {
+                    for i in 0..3 {
+                        let r = n.range(&get(&format!("k{i}")), false).await.unwrap();
+                        assert_eq!(r.kvs.len(), 1, "member {} key k{i}", n.config().member_id);
+                    }
+                }
+                // Cut the leader off: the other two elect a new one and keep
+                // serving; the old leader cannot commit.
+                cut.borrow_mut().insert(leader);
+                let rest: Vec<Arc<Node>> = nodes
+                    .iter()
+                    .filter(|n| n.config().member_id != leader)
+                    .cloned()
+                    .collect();
+                let mut new_leader = 0;
+                for _ in 0..500 {
+                    let l = rest[0].leader();
+                    if l != 0 && l != leader && rest.iter().all(|n| n.leader() == l) {
+                        new_leader = l;
+                        break;
+                    }
+                    sleep(Duration::from_millis(10)).await;
+                }
+                assert_ne!(new_leader, 0, "the majority elected a new leader");
+                rest[0].put(put("after", "cut")).await.unwrap();
+                let r = rest[1].range(&get("after"), false).await.unwrap();
+                assert_eq!(r.kvs.len(), 1);
+                let old = nodes
+                    .iter()
+                    .find(|n| n.config().member_id == leader)
+                    .unwrap();
+                assert!(
+                    old.put(put("lost", "x")).await.is_err(),
+                    "the minority cannot commit"
+                );
+                // Heal: the old leader catches up.
+                cut.borrow_mut().clear();
+                let mut seen = false;
+                for _ in 0..300 {
+                    if old
+                        .range(&get("after"), true)
+                        .await
+                        .is_ok_and(|r| r.kvs.len() == 1)
+                    {
+                        seen = true;
+                        break;
+                    }
+                    sleep(Duration::from_millis(10)).await;
+                }
+                assert!(seen, "the healed member caught up");
+                let lost = old.range(&get("lost"), false).await.unwrap();
+                assert!(lost.kvs.is_empty(), "an uncommitted write never appears");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

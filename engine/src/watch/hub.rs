@@ -290,7 +290,10 @@ enum Read {
     /// Its next revision is below the compaction revision (etcd's value:
     /// -1 when the store was never compacted).
     Compacted(i64),
-    Page { cur: i64, page: EventPage },
+    Page {
+        cur: i64,
+        page: EventPage,
+    },
 }
 
 fn read_history(s: &Store, from: i64, key: &[u8], end: &[u8], max_revs: usize) -> Read {

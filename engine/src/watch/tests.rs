@@ -242,7 +242,11 @@ fn history_is_replayed_from_start_revision_then_live() {
     // revision (etcd's syncWatchers).
     assert_eq!(
         got,
-        vec![(0, 5, vec![ev('P', "a", 2), ev('P', "a", 4), ev('P', "a", 5)])]
+        vec![(
+            0,
+            5,
+            vec![ev('P', "a", 2), ev('P', "a", 4), ev('P', "a", 5)]
+        )]
     );
     env.put("a", "4"); // 6
     assert_eq!(seen(&drain(&mut s)), vec![(0, 6, vec![ev('P', "a", 6)])]);
@@ -291,7 +295,10 @@ fn slow_watcher_goes_unsynced_and_catches_up_without_blocking_publish() {
     );
     assert_eq!(env.hub().stats().unsynced, 0);
     env.put("k1", "live");
-    assert_eq!(seen(&drain(&mut slow)), vec![(0, 102, vec![ev('P', "k1", 102)])]);
+    assert_eq!(
+        seen(&drain(&mut slow)),
+        vec![(0, 102, vec![ev('P', "k1", 102)])]
+    );
 }
 
 #[test]
@@ -373,7 +380,10 @@ fn slow_watcher_whose_history_is_compacted_gets_the_compaction_cancel() {
         s.compact(4).unwrap();
     });
     let got = seen(&drain(&mut s));
-    assert_eq!(got, vec![(id.0, 2, vec![ev('P', "k", 2)]), (id.0, 0, vec![])]);
+    assert_eq!(
+        got,
+        vec![(id.0, 2, vec![ev('P', "k", 2)]), (id.0, 0, vec![])]
+    );
 }
 
 #[test]

@@ -162,7 +162,12 @@ impl Member {
         self.log_offset = fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         self.starts += 1;
         self.spawned_at = Instant::now();
-        self.child = Some(spawn_server(ferrocd_bin(), &self.args, &self.dir, &self.log));
+        self.child = Some(spawn_server(
+            ferrocd_bin(),
+            &self.args,
+            &self.dir,
+            &self.log,
+        ));
     }
 
     /// What the current process logged so far.
@@ -190,7 +195,10 @@ impl Member {
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
-                panic!("{}", self.failure(&format!("ferrocd exited during start-up: {st}")));
+                panic!(
+                    "{}",
+                    self.failure(&format!("ferrocd exited during start-up: {st}"))
+                );
             }
             if tcp_connects(self.client_port) {
                 let out = etcdctl_with_timeouts(
@@ -229,14 +237,22 @@ impl Member {
     fn kill9(&mut self) {
         let mut child = self.child.take().expect("member not running");
         if let Some(st) = child.try_wait().unwrap() {
-            panic!("{}", self.failure(&format!("ferrocd died on its own before the kill: {st}")));
+            panic!(
+                "{}",
+                self.failure(&format!("ferrocd died on its own before the kill: {st}"))
+            );
         }
         send_signal(&child, libc::SIGKILL);
         let st = wait_timeout(&mut child, Duration::from_secs(10))
             .unwrap_or_else(|| panic!("ferrocd pid {} survived SIGKILL for 10 s", child.id()));
         use std::os::unix::process::ExitStatusExt;
         if st.signal() != Some(libc::SIGKILL) {
-            panic!("{}", self.failure(&format!("ferrocd exited on its own ({st}) just before SIGKILL")));
+            panic!(
+                "{}",
+                self.failure(&format!(
+                    "ferrocd exited on its own ({st}) just before SIGKILL"
+                ))
+            );
         }
     }
 }
@@ -248,7 +264,10 @@ impl Drop for Member {
             let _ = c.wait();
         }
         if std::thread::panicking() || std::env::var_os("FERROCD_IT_KEEP_TMP").is_some() {
-            eprintln!("[crash] kept {} (data dir, server.log, ack logs)", self.dir.display());
+            eprintln!(
+                "[crash] kept {} (data dir, server.log, ack logs)",
+                self.dir.display()
+            );
         } else {
             let _ = fs::remove_dir_all(&self.dir);
         }
@@ -268,7 +287,10 @@ struct Writer {
 
 impl Writer {
     fn spawn(dir: &Path) -> Writer {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/crash_writer.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/python/crash_writer.py"
+        );
         let stderr = dir.join("writer.stderr");
         let mut child = Command::new("python3")
             .arg(script)
@@ -304,7 +326,10 @@ impl Writer {
 
     fn cmd(&mut self, line: &str) -> String {
         let sent = writeln!(self.stdin, "{line}").and_then(|_| self.stdin.flush());
-        match sent.ok().and_then(|_| self.lines.recv_timeout(WRITER_TIMEOUT).ok()) {
+        match sent
+            .ok()
+            .and_then(|_| self.lines.recv_timeout(WRITER_TIMEOUT).ok())
+        {
             Some(answer) => answer,
             None => {
                 let _ = self.child.kill();
@@ -413,7 +438,9 @@ impl History {
             else {
                 panic!("bad ack line {line:?} in {}", acklog.display());
             };
-            let rev: i64 = r.parse().unwrap_or_else(|_| panic!("bad ack line {line:?}"));
+            let rev: i64 = r
+                .parse()
+                .unwrap_or_else(|_| panic!("bad ack line {line:?}"));
             let v = self
                 .attempted
                 .get(k)
@@ -441,7 +468,10 @@ impl History {
             self.max_acked_rev = self.max_acked_rev.max(rev);
             if is_unique(k) {
                 if let Some(prev) = self.unique_acks.insert(k.to_string(), (v, rev, iter)) {
-                    bad.push(format!("unique key {k} acked twice (revisions {} and {rev})", prev.1));
+                    bad.push(format!(
+                        "unique key {k} acked twice (revisions {} and {rev})",
+                        prev.1
+                    ));
                 }
             } else {
                 self.shared_acks
@@ -512,12 +542,20 @@ fn read_range(m: &Member, prefix: &str) -> Snapshot {
             String::from_utf8_lossy(&out.stderr)
         ))
     );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("etcdctl json: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "etcdctl json: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
     let num = |v: &serde_json::Value, f: &str| v.get(f).and_then(|x| x.as_i64()).unwrap_or(0);
     let revision = num(&j["header"], "revision");
     let mut kvs = HashMap::new();
-    let list = j.get("kvs").and_then(|k| k.as_array()).cloned().unwrap_or_default();
+    let list = j
+        .get("kvs")
+        .and_then(|k| k.as_array())
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(
         num(&j, "count") as usize,
         list.len(),
@@ -525,8 +563,8 @@ fn read_range(m: &Member, prefix: &str) -> Snapshot {
     );
     for kv in &list {
         let key = String::from_utf8(b64decode(kv["key"].as_str().unwrap_or(""))).unwrap();
-        let value = String::from_utf8_lossy(&b64decode(kv["value"].as_str().unwrap_or("")))
-            .into_owned();
+        let value =
+            String::from_utf8_lossy(&b64decode(kv["value"].as_str().unwrap_or(""))).into_owned();
         kvs.insert(
             key,
             Kv {
@@ -577,7 +615,10 @@ fn verify(m: &Member, h: &mut History, scope: &Scope) -> (usize, Vec<String>) {
         bad.push(format!(
             "store revision {rev} < acked revision {} (of {})",
             h.max_acked_rev,
-            h.rev_owner.get(&h.max_acked_rev).map(|o| o.0.as_str()).unwrap_or("?")
+            h.rev_owner
+                .get(&h.max_acked_rev)
+                .map(|o| o.0.as_str())
+                .unwrap_or("?")
         ));
     }
     if rev < h.last_revision {
@@ -665,7 +706,10 @@ fn verify(m: &Member, h: &mut History, scope: &Scope) -> (usize, Vec<String>) {
             ));
         }
         if let Some(other) = mod_revs.insert(kv.mod_revision, k) {
-            bad.push(format!("{k} and {other} share mod_revision {}", kv.mod_revision));
+            bad.push(format!(
+                "{k} and {other} share mod_revision {}",
+                kv.mod_revision
+            ));
         }
         if let Some((ok, ov)) = h.rev_owner.get(&kv.mod_revision) {
             if ok != k || *ov != kv.value {
@@ -751,7 +795,10 @@ fn crashed_round(
     m.kill9();
     let (acked, failed, _attempted, _errors) = parse_stopped(&w.cmd("stop"));
     let (lines, last, bad) = h.load_round(iter, &acklog);
-    assert_eq!(lines, acked, "ack log of iteration {iter} has {lines} lines, writer says {acked}");
+    assert_eq!(
+        lines, acked,
+        "ack log of iteration {iter} has {lines} lines, writer says {acked}"
+    );
     fail_on(m, seed, iter, &bad);
     (acked, failed, last, delay)
 }
@@ -810,7 +857,11 @@ fn kill9_loop_keeps_every_acknowledged_put() {
             h.total_acked,
             h.last_revision,
             took.as_secs_f64(),
-            if matches!(scope, Scope::Everything) { "all" } else { "recent" },
+            if matches!(scope, Scope::Everything) {
+                "all"
+            } else {
+                "recent"
+            },
         );
     }
     let torn = fs::read_to_string(&m.log)
@@ -895,7 +946,12 @@ fn kill9_during_startup_and_recovery_keeps_every_acknowledged_put() {
         eprintln!(
             "[crash] cycle {cycle}: round killed after {delay} ms, acked {acked} (last rev {last})"
         );
-        burst(&mut m, &mut rng, ready.mul_f64(1.2), &format!("cycle {cycle}"));
+        burst(
+            &mut m,
+            &mut rng,
+            ready.mul_f64(1.2),
+            &format!("cycle {cycle}"),
+        );
         ready = m.start();
         let (keys, bad) = verify(&m, &mut h, &Scope::Everything);
         fail_on(&m, seed, cycle, &bad);
