@@ -67,7 +67,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::mvcc::{Event, EventKind, Store};
 
-pub use hub::{Hub, WatchStream, Watchable};
+pub use hub::{Hub, HubStats, WatchStream, Watchable};
 
 /// A watcher's id, unique within its stream (etcd's `mvcc.WatchID`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod kv;
 pub mod maintenance;
 pub mod pb;
+pub mod peer;
 pub mod server;
 pub mod shutdown;
 pub mod watch;

@@ -40,6 +40,10 @@ pub struct ServeOptions {
     /// The Raft loop, run on the first executor.
     pub raft: Option<RaftStart>,
     pub client_addrs: Vec<SocketAddr>,
+    /// `--listen-peer-urls`: where other members reach our Raft.
+    pub peer_addrs: Vec<SocketAddr>,
+    /// The other members' peer endpoints, by member ID.
+    pub peers: std::collections::HashMap<u64, String>,
     /// Executor threads (one listener each per address).
     pub executors: usize,
     pub grpc: ServerConfig,
@@ -84,14 +88,49 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(l)
 }
 
+/// Accepts connections on `l` until shutdown; each is served by its own task.
+async fn accept_loop(
+    l: TcpListener,
+    router: Rc<Router>,
+    cfg: Rc<ServerConfig>,
+    shutdown: Trigger,
+    live: Rc<Cell<usize>>,
+) {
+    loop {
+        let next = future::or(async { Some(l.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        match next {
+            None => break,
+            Some(Ok(stream)) => {
+                live.set(live.get() + 1);
+                let (router, cfg, shutdown, live) =
+                    (router.clone(), cfg.clone(), shutdown.clone(), live.clone());
+                glommio::spawn_local(async move {
+                    serve_connection(stream, router, cfg, shutdown).await;
+                    live.set(live.get() - 1);
+                })
+                .detach();
+            }
+            // EMFILE and friends: back off instead of spinning.
+            Some(Err(_)) => sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
 /// Runs the server until `stop` is set and all connections are drained.
 pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
     probe_addrs(&opts.client_addrs)?;
+    probe_addrs(&opts.peer_addrs)?;
     let n = opts.executors.max(1);
     let ready = Arc::new(AtomicUsize::new(0));
     let ServeOptions {
         raft,
         client_addrs,
+        peer_addrs,
+        peers,
         grpc,
         kv,
         watch,
@@ -110,7 +149,13 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             let start = raft.lock().ok().and_then(|mut r| r.take());
             if let Some(start) = start {
                 glommio::spawn_local(start()).detach();
+                // The same executor sends Raft messages to the peers.
+                glommio::spawn_local(crate::peer::run_transport(node.clone(), peers.clone()))
+                    .detach();
             }
+            let mut peer_router = Router::new();
+            crate::peer::register(&mut peer_router, node.clone());
+            let peer_router = Rc::new(peer_router);
             let mut router = Router::new();
             kv::register(&mut router, node.clone(), kv.clone());
             crate::watch::register(&mut router, node.clone(), watch.clone());
@@ -124,12 +169,17 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             for a in &client_addrs {
                 listeners.push(listen(*a)?);
             }
-            // Serve only once the member has a leader, as etcd does.
-            if !node.wait_leader(Duration::from_secs(60)).await {
-                return Err(io::Error::other("no leader elected within 60s"));
-            }
-            if ready.fetch_add(1, Ordering::SeqCst) + 1 == n {
-                on_ready();
+            // The peer port serves at once: members need it to elect a leader.
+            let mut accept_tasks = Vec::new();
+            for a in &peer_addrs {
+                let l = listen(*a)?;
+                accept_tasks.push(glommio::spawn_local(accept_loop(
+                    l,
+                    peer_router.clone(),
+                    cfg.clone(),
+                    shutdown.clone(),
+                    live.clone(),
+                )));
             }
             // Watch the process-wide stop flag.
             {
@@ -143,34 +193,34 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
                 })
                 .detach();
             }
-            let mut accept_tasks = Vec::new();
+            // Serve clients only once the member has a leader and has applied
+            // what it recovered, as etcd does; wait as long as it takes (the
+            // other members may start later), unless we are told to stop.
+            let serving = future::or(
+                async {
+                    while !node.wait_leader(Duration::from_secs(3600)).await {}
+                    true
+                },
+                async {
+                    shutdown.wait().await;
+                    false
+                },
+            )
+            .await;
+            if serving && ready.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                on_ready();
+            }
+            if !serving {
+                listeners.clear();
+            }
             for l in listeners {
-                let (router, cfg, shutdown, live) =
-                    (router.clone(), cfg.clone(), shutdown.clone(), live.clone());
-                accept_tasks.push(glommio::spawn_local(async move {
-                    loop {
-                        let next = future::or(async { Some(l.accept().await) }, async {
-                            shutdown.wait().await;
-                            None
-                        })
-                        .await;
-                        match next {
-                            None => break,
-                            Some(Ok(stream)) => {
-                                live.set(live.get() + 1);
-                                let (router, cfg, shutdown, live) =
-                                    (router.clone(), cfg.clone(), shutdown.clone(), live.clone());
-                                glommio::spawn_local(async move {
-                                    serve_connection(stream, router, cfg, shutdown).await;
-                                    live.set(live.get() - 1);
-                                })
-                                .detach();
-                            }
-                            // EMFILE and friends: back off instead of spinning.
-                            Some(Err(_)) => sleep(Duration::from_millis(10)).await,
-                        }
-                    }
-                }));
+                accept_tasks.push(glommio::spawn_local(accept_loop(
+                    l,
+                    router.clone(),
+                    cfg.clone(),
+                    shutdown.clone(),
+                    live.clone(),
+                )));
             }
             for t in accept_tasks {
                 t.await;

@@ -123,6 +123,10 @@ pub enum Applied {
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
+/// Raft entries kept behind a checkpoint for members that lag (etcd's
+/// `--experimental-snapshot-catchup-entries` default).
+const CATCHUP_ENTRIES: u64 = 5000;
+
 /// What woke the idle Raft loop.
 enum Wake {
     Cmd(Result<Cmd, async_channel::RecvError>),
@@ -738,10 +742,24 @@ impl RaftLoop {
         st: AppliedState,
     ) -> Result<(), Error> {
         log.checkpoint(st.index, st.term).await?;
-        // Keep the entry at `index` itself: raft needs its term.
+        // Keep what a lagging member may still need (we cannot send Raft
+        // snapshots yet): etcd's snapshot-catchup-entries behind the
+        // checkpoint, and, on the leader, everything a follower has not
+        // acknowledged. Keep the entry at the index itself: raft needs its
+        // term.
+        let mut upto = if self.raw.raft.prs().conf().voters().ids().len() > 1 {
+            st.index.saturating_sub(CATCHUP_ENTRIES)
+        } else {
+            st.index
+        };
+        if self.raw.raft.state == StateRole::Leader {
+            for (_, pr) in self.raw.raft.prs().iter() {
+                upto = upto.min(pr.matched);
+            }
+        }
         let first = raft::Storage::first_index(self.raw.store())?;
-        if st.index > first {
-            self.raw.mut_store().wl().compact(st.index)?;
+        if upto > first {
+            self.raw.mut_store().wl().compact(upto)?;
         }
         Ok(())
     }
@@ -802,6 +820,16 @@ impl RaftLoop {
 
     async fn on_ready<L: LogStore>(&mut self, log: &mut L) -> Result<(), Error> {
         let mut ready = self.raw.ready();
+        if !ready.snapshot().is_empty() {
+            // A leader that compacted the entries we miss sends its state
+            // instead. Applying an empty snapshot would silently lose data,
+            // so stop loudly until snapshot transfer exists (issue #4).
+            return Err(Error::Backend(format!(
+                "the leader sent a Raft snapshot at index {}; installing snapshots is not \
+                 supported yet: restore this member from a fresh data dir",
+                ready.snapshot().get_metadata().index
+            )));
+        }
         if ready.ss().is_some() || ready.hs().is_some() {
             self.update_role();
         }

@@ -180,7 +180,8 @@ impl LogStore for WalLog {
             .append(&[Record::Checkpoint(wal::Checkpoint { index, term })])
             .await
             .map_err(|e| LogError::Poisoned(e.to_string()))?;
-        // Segments wholly below the checkpoint are no longer needed.
+        // Segments wholly below the checkpoint are no longer needed here
+        // (the WAL keeps at least --max-wals segments).
         self.wal
             .release_to(index)
             .await

@@ -38,6 +38,8 @@ impl TestServer {
                     })
                 })),
                 client_addrs: vec![addr],
+                peer_addrs: Vec::new(),
+                peers: Default::default(),
                 executors: 1,
                 grpc: Default::default(),
                 kv: kv.clone(),

@@ -116,8 +116,8 @@ fn open_or_bootstrap(
         cluster_id: boot.cluster_id,
         member_id: boot.local_member_id,
     };
-    let log = raftcore::wal_log::bootstrap_log(&[boot.local_member_id])
-        .map_err(|e| format!("bootstrap: {e}"))?;
+    let ids: Vec<u64> = boot.members.iter().map(|m| m.id).collect();
+    let log = raftcore::wal_log::bootstrap_log(&ids).map_err(|e| format!("bootstrap: {e}"))?;
     let records = raftcore::wal_log::records_of(&log);
     let m = meta.encode();
     on_temp_executor(move || async move {
@@ -168,7 +168,28 @@ fn run(cfg: &Config) -> Result<(), String> {
             ("cluster-id", json!(format!("{:x}", meta.cluster_id))),
         ],
     );
+    // The members and their peer URLs. etcd keeps them in its store and
+    // ignores --initial-cluster on restart; ferrocd does not persist the
+    // member list yet, so it reads --initial-cluster every time.
+    let members = match cfg.bootstrap() {
+        Ok(b) => b.members,
+        Err(e) => {
+            logging::warn(
+                "cannot read the member list from --initial-cluster; running as a single member",
+                &[("error", json!(e.message))],
+            );
+            Vec::new()
+        }
+    };
+    let peers: std::collections::HashMap<u64, String> = members
+        .iter()
+        .filter(|m| m.id != meta.member_id)
+        .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.clone())))
+        .collect();
+    // Like etcd, listen on the peer URLs also as a single member.
+    let peer_addrs = cfg.listen_peer_addrs().map_err(|e| e.message.clone())?;
     let mut node_cfg = raftcore::NodeConfig::new(meta.cluster_id, meta.member_id);
+    node_cfg.voters = members.iter().map(|m| m.id).collect();
     node_cfg.heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
     node_cfg.election_ticks = usize::try_from(cfg.election_ticks()).unwrap_or(10);
     // etcd: 5 s + 2 × election timeout.
@@ -253,6 +274,8 @@ fn run(cfg: &Config) -> Result<(), String> {
     let opts = net::server::ServeOptions {
         raft: Some(raft),
         client_addrs: addrs,
+        peer_addrs,
+        peers,
         executors: executors(),
         grpc,
         kv,

@@ -1,0 +1,131 @@
+//! The peer transport: Raft messages between members, over our gRPC layer
+//! on the peer port (`--listen-peer-urls`).
+//!
+//! Sending: the Raft loop queues `(to, message)`; one task per peer batches
+//! whatever is queued into one `Send` call, one call in flight per peer, so
+//! messages to a peer stay in order. A peer that is down costs nothing but
+//! the dropped messages: Raft is built for lossy networks and retries by
+//! itself. Receiving: every message of a batch is stepped into the loop.
+//!
+//! The wire format is ours (members of one cluster are all ferrocd): the
+//! service `ferrocd.raft.Raft`, method `Send`, request `RaftBatch { repeated
+//! bytes msgs = 1 }` (each a raft-rs `eraftpb.Message`), response empty.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::timer::sleep;
+use raftcore::Node;
+
+use crate::client::{CallOptions, Client, ClientConfig};
+use crate::grpc::{unary, CallInfo, Code, Router, Status};
+
+pub const SEND_PATH: &str = "/ferrocd.raft.Raft/Send";
+
+/// Largest batch one call carries; more waits for the next call.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RaftBatch {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub msgs: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RaftAck {}
+
+/// Registers the receiving side on the peer port's router.
+pub fn register(router: &mut Router, node: Arc<Node>) {
+    let node = Rc::new(node);
+    router.add(
+        SEND_PATH,
+        unary(move |b: RaftBatch, _: CallInfo| {
+            let node = node.clone();
+            async move {
+                for m in &b.msgs {
+                    node.step(m)
+                        .await
+                        .map_err(|e| Status::new(Code::UNAVAILABLE, e.to_string()))?;
+                }
+                Ok::<_, Status>(RaftAck {})
+            }
+        }),
+    );
+}
+
+/// Runs the sending side until the node is dropped. `peers` maps member IDs
+/// to peer endpoints (`host:port` or `http://host:port`).
+pub async fn run_transport(node: Arc<Node>, peers: HashMap<u64, String>) {
+    let Some(out) = node.take_outbound() else {
+        return;
+    };
+    drop(node);
+    let mut queues = HashMap::new();
+    for (id, ep) in peers {
+        let (tx, rx) = async_channel::unbounded::<Vec<u8>>();
+        queues.insert(id, tx);
+        glommio::spawn_local(peer_sender(ep, rx)).detach();
+    }
+    while let Ok((to, m)) = out.recv().await {
+        if let Some(q) = queues.get(&to) {
+            let _ = q.try_send(m);
+        }
+    }
+}
+
+async fn peer_sender(endpoint: String, rx: async_channel::Receiver<Vec<u8>>) {
+    let mut client: Option<Client> = None;
+    let mut backoff = Duration::from_millis(50);
+    let cfg = ClientConfig {
+        connect_timeout: Duration::from_secs(1),
+        ..ClientConfig::default()
+    };
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(5)),
+        ..CallOptions::default()
+    };
+    loop {
+        let Ok(first) = rx.recv().await else {
+            return;
+        };
+        let mut size = first.len();
+        let mut msgs = vec![first];
+        while size < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(m) => {
+                    size += m.len();
+                    msgs.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        if client.as_ref().is_some_and(|c| c.closed_reason().is_some()) {
+            client = None;
+        }
+        if client.is_none() {
+            match Client::connect_with(&endpoint, cfg.clone()).await {
+                Ok(c) => {
+                    client = Some(c);
+                    backoff = Duration::from_millis(50);
+                }
+                Err(_) => {
+                    // The peer is down: drop this batch and what queues up
+                    // while we wait; Raft resends what matters.
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    while rx.try_recv().is_ok() {}
+                    continue;
+                }
+            }
+        }
+        if let Some(c) = &client {
+            let r: Result<RaftAck, Status> =
+                c.unary_with(SEND_PATH, &RaftBatch { msgs }, &opts).await;
+            if r.is_err() {
+                client = None;
+            }
+        }
+    }
+}
