@@ -84,6 +84,8 @@ class Round:
                 with self.lock:
                     self.failed += 1
                     self.errors[name] = self.errors.get(name, 0) + 1
+                # The server is (being) killed: do not spin until `stop`.
+                self.stop.wait(0.01)
                 continue
             rev = resp.header.revision
             with self.lock:

@@ -12,6 +12,7 @@
 //! `FERROCD_IT_SUBJECT=etcd cargo nextest run -p tools --test it` runs every
 //! comparison etcd-vs-etcd (harness validation without ferrocd).
 
+mod cluster;
 mod compare;
 mod crash;
 mod defaults;

@@ -1,0 +1,253 @@
+//! A 3-member ferrocd cluster on loopback, driven by the real etcdctl 3.5.1:
+//! one leader and equal Raft indexes, writes through any member readable
+//! on all (linearizable and serializable), and failover: SIGKILL the
+//! leader, a new one is elected, writes go on, the killed member restarts
+//! from its data dir and catches up.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{
+    etcdctl, ferrocd_bin, free_port, fresh_temp_dir, spawn_server, strings, tail,
+};
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    members: Vec<Member>,
+    initial: String,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let root = fresh_temp_dir("cluster3");
+        let members: Vec<Member> = ["m1", "m2", "m3"]
+            .iter()
+            .map(|n| Member {
+                name: n.to_string(),
+                client: free_port(),
+                peer: free_port(),
+                dir: root.join(n),
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster { members, initial };
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        std::fs::create_dir_all(&m.dir).expect("member dir");
+        let c = format!("http://127.0.0.1:{}", m.client);
+        let p = format!("http://127.0.0.1:{}", m.peer);
+        let args = strings(&[
+            "--name",
+            &m.name,
+            "--data-dir",
+            &m.dir.join("data").display().to_string(),
+            "--listen-client-urls",
+            &c,
+            "--advertise-client-urls",
+            &c,
+            "--listen-peer-urls",
+            &p,
+            "--initial-advertise-peer-urls",
+            &p,
+            "--initial-cluster",
+            &self.initial,
+            "--initial-cluster-token",
+            "it-cluster",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ]);
+        let child = spawn_server(ferrocd_bin(), &args, &m.dir, &m.dir.join("server.log"));
+        self.members[i].child = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn ep(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.members[i].client)
+    }
+
+    fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| {
+                format!(
+                    "---- {} ----\n{}",
+                    m.name,
+                    tail(&m.dir.join("server.log"), 15)
+                )
+            })
+            .collect()
+    }
+
+    /// `endpoint status -w json` of member `i`: (member_id, leader, raft_index, raft_term).
+    fn status(&self, i: usize) -> Option<(u64, u64, u64, u64)> {
+        let out = etcdctl(
+            Some(&self.ep(i)),
+            &strings(&["endpoint", "status", "-w", "json"]),
+            None,
+        );
+        if out.code != 0 {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let s = &v.get(0)?["Status"];
+        Some((
+            s["header"]["member_id"].as_u64()?,
+            s["leader"].as_u64()?,
+            s["raftIndex"].as_u64()?,
+            s["raftTerm"].as_u64()?,
+        ))
+    }
+
+    /// Waits until the given members agree on one leader among them and on
+    /// the Raft index; returns the leader's position.
+    fn wait_converged(&self, live: &[usize]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st: Vec<_> = live.iter().map(|&i| self.status(i)).collect();
+            if st.iter().all(Option::is_some) {
+                let st: Vec<_> = st.into_iter().flatten().collect();
+                let leader = st[0].1;
+                let agreed = leader != 0
+                    && st.iter().all(|s| s.1 == leader)
+                    && st.iter().all(|s| s.2 == st[0].2);
+                let pos = st.iter().position(|s| s.0 == leader);
+                if let (true, Some(p)) = (agreed, pos) {
+                    return live[p];
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "members {live:?} did not converge:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn ctl(&self, i: usize, args: &[&str]) -> (i32, String) {
+        let out = etcdctl(Some(&self.ep(i)), &strings(args), None);
+        (out.code, String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        if std::env::var_os("FERROCD_IT_KEEP_TMP").is_none() {
+            if let Some(m) = self.members.first() {
+                if let Some(root) = m.dir.parent() {
+                    let _ = std::fs::remove_dir_all(root);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn three_members_one_leader_replicate_and_fail_over() {
+    let mut c = Cluster::start();
+    let leader = c.wait_converged(&[0, 1, 2]);
+
+    // A write through every member is readable on every member, both ways.
+    for i in 0..3 {
+        let (code, out) = c.ctl(i, &["put", &format!("k{i}"), &format!("v{i}")]);
+        assert_eq!(
+            (code, out.trim()),
+            (0, "OK"),
+            "put via member {i}:\n{}",
+            c.logs()
+        );
+    }
+    for i in 0..3 {
+        for k in 0..3 {
+            let key = format!("k{k}");
+            let (code, out) = c.ctl(i, &["get", &key, "--print-value-only"]);
+            assert_eq!(
+                (code, out.trim().to_string()),
+                (0, format!("v{k}")),
+                "linearizable get on {i}"
+            );
+            let (code, out) = c.ctl(i, &["get", &key, "--print-value-only", "--consistency=s"]);
+            assert_eq!(code, 0);
+            // A serializable read may lag, but not for long.
+            if out.trim() != format!("v{k}") {
+                std::thread::sleep(Duration::from_millis(300));
+                let (_, out) = c.ctl(i, &["get", &key, "--print-value-only", "--consistency=s"]);
+                assert_eq!(out.trim(), format!("v{k}"), "serializable get on {i}");
+            }
+        }
+    }
+    c.wait_converged(&[0, 1, 2]);
+
+    // Failover: SIGKILL the leader; the other two elect a new one and serve.
+    c.kill(leader);
+    let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader = c.wait_converged(&rest);
+    assert_ne!(new_leader, leader);
+    let (code, _) = c.ctl(rest[0], &["put", "after-failover", "yes"]);
+    assert_eq!(code, 0, "write after failover:\n{}", c.logs());
+    let (code, out) = c.ctl(rest[1], &["get", "after-failover", "--print-value-only"]);
+    assert_eq!((code, out.trim()), (0, "yes"));
+
+    // The killed member restarts from its data dir and catches up.
+    c.spawn(leader);
+    c.wait_converged(&[0, 1, 2]);
+    let (code, out) = c.ctl(
+        leader,
+        &[
+            "get",
+            "after-failover",
+            "--print-value-only",
+            "--consistency=s",
+        ],
+    );
+    assert_eq!(
+        (code, out.trim()),
+        (0, "yes"),
+        "restarted member caught up:\n{}",
+        c.logs()
+    );
+    for k in 0..3 {
+        let (_, out) = c.ctl(
+            leader,
+            &[
+                "get",
+                &format!("k{k}"),
+                "--print-value-only",
+                "--consistency=s",
+            ],
+        );
+        assert_eq!(out.trim(), format!("v{k}"));
+    }
+}
