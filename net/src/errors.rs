@@ -65,6 +65,11 @@ pub fn status_of(e: &raftcore::Error) -> Status {
         raftcore::Error::Stopped => stopped(),
         raftcore::Error::Timeout => s(Code::UNAVAILABLE, "etcdserver: request timed out"),
         raftcore::Error::NoLeader => s(Code::UNAVAILABLE, "etcdserver: no leader"),
+        raftcore::Error::NotLeader => s(Code::FAILED_PRECONDITION, "etcdserver: not leader"),
+        raftcore::Error::BadLeaderTransferee => s(
+            Code::FAILED_PRECONDITION,
+            "etcdserver: bad leader transferee",
+        ),
         raftcore::Error::Corrupt(_) => s(Code::DATA_LOSS, "etcdserver: corrupt cluster"),
         other => Status::new(Code::UNAVAILABLE, other.to_string()),
     }

@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod client;
+pub mod cluster;
 pub mod errors;
 pub mod grpc;
 pub mod kv;

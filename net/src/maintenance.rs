@@ -23,6 +23,21 @@ pub fn register(router: &mut Router, node: Arc<Node>) {
             async move { status(&n) }
         }),
     );
+    let n = node.clone();
+    router.add(
+        "/etcdserverpb.Maintenance/MoveLeader",
+        unary(move |req: pb::MoveLeaderRequest, _: CallInfo| {
+            let n = n.clone();
+            async move {
+                n.move_leader(req.target_id)
+                    .await
+                    .map_err(|e| crate::errors::status_of(&e))?;
+                Ok::<_, Status>(pb::MoveLeaderResponse {
+                    header: header(&n)?,
+                })
+            }
+        }),
+    );
     let n = node;
     router.add(
         "/etcdserverpb.Maintenance/Alarm",

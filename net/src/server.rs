@@ -160,6 +160,7 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             kv::register(&mut router, node.clone(), kv.clone());
             crate::watch::register(&mut router, node.clone(), watch.clone());
             crate::maintenance::register(&mut router, node.clone());
+            crate::cluster::register(&mut router, node.clone());
             let router = Rc::new(router);
             let cfg = Rc::new(grpc.clone());
             let shutdown = Trigger::new();

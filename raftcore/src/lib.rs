@@ -14,5 +14,7 @@ pub mod wal_log;
 
 pub use checkpoint::CheckpointConfig;
 pub use log_store::{LogError, LogStore, MemLog};
-pub use node::{Applied, Error, Header, Node, NodeConfig, RaftLoop, RaftStatus, Recovered};
+pub use node::{
+    Applied, Error, Header, MemberInfo, Node, NodeConfig, RaftLoop, RaftStatus, Recovered,
+};
 pub use wal_log::{RecoveredLog, WalLog, WalMetadata};

@@ -53,6 +53,10 @@ pub enum Error {
     Timeout,
     #[error("etcdserver: no leader")]
     NoLeader,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
     #[error(transparent)]
     Log(#[from] LogError),
     /// A committed entry could not be decoded: the log is corrupt.
@@ -80,6 +84,12 @@ pub struct NodeConfig {
     /// The initial voters (this member included); empty means just this
     /// member.
     pub voters: Vec<u64>,
+    /// The initial members with their peer URLs (for MemberList).
+    pub members: Vec<MemberInfo>,
+    /// What this member publishes once it has joined: its name and the
+    /// client URLs it advertises (`--advertise-client-urls`).
+    pub name: String,
+    pub client_urls: Vec<String>,
 }
 
 impl NodeConfig {
@@ -99,6 +109,9 @@ impl NodeConfig {
             election_ticks: 10,
             request_timeout: Duration::from_secs(7),
             voters: Vec::new(),
+            members: Vec::new(),
+            name: String::new(),
+            client_urls: Vec::new(),
         }
     }
 }
@@ -119,7 +132,22 @@ pub enum Applied {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact(CompactResponse),
+    Published,
 }
+
+/// One member as `MemberList` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    /// Empty until the member has published itself.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    /// Empty until the member has published itself.
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+type Members = RwLock<std::collections::BTreeMap<u64, MemberInfo>>;
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -145,6 +173,11 @@ enum Cmd {
     },
     /// A Raft message from a peer.
     Step(Box<Message>),
+    /// Hand leadership to `target` (MoveLeader).
+    TransferLeader {
+        target: u64,
+        done: Reply<()>,
+    },
 }
 
 /// State shared by the handle and the loop.
@@ -167,6 +200,7 @@ struct Shared {
     db: Option<Arc<Db>>,
     /// Set once the log failed to persist: writes are refused from then on.
     poisoned: std::sync::Mutex<Option<String>>,
+    members: Members,
     next_id: AtomicU64,
     /// Watchers of `store` (engine::watch). `apply` publishes every applied
     /// revision's events to it after releasing the store lock.
@@ -288,6 +322,12 @@ impl Node {
         let raw = RawNode::new(&raft_cfg, storage, &logger)?;
         let watch = Arc::new(engine::watch::Hub::new(Default::default()));
         watch.publish(store.current_revision(), Vec::new());
+        let mut members: std::collections::BTreeMap<u64, MemberInfo> =
+            cfg.members.iter().map(|m| (m.id, m.clone())).collect();
+        members.entry(cfg.member_id).or_insert_with(|| MemberInfo {
+            id: cfg.member_id,
+            ..Default::default()
+        });
         let shared = Arc::new(Shared {
             cfg,
             store: RwLock::new(store),
@@ -299,6 +339,7 @@ impl Node {
             serving: AtomicBool::new(false),
             db: backend.as_ref().map(|(db, _)| db.clone()),
             poisoned: std::sync::Mutex::new(None),
+            members: RwLock::new(members),
             next_id: AtomicU64::new(1),
             watch,
         });
@@ -328,8 +369,29 @@ impl Node {
             reads_after_apply: VecDeque::new(),
             read_seq: 0,
             checkpointer,
+            transfers: Vec::new(),
+            published_at: None,
         };
         Ok((node, lp))
+    }
+
+    /// The members as this member knows them, by ID.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.shared
+            .members
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// MoveLeader: transfers leadership to `target` and waits until it leads.
+    pub async fn move_leader(&self, target: u64) -> Result<(), Error> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::TransferLeader { target, done })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        self.with_timeout(rx).await
     }
 
     /// The peer transport's end of the outbound queue (once).
@@ -557,8 +619,22 @@ fn check_txn_leases(req: &TxnRequest) -> Result<(), Error> {
 
 /// Applies one request to the store. Deterministic: every member computes
 /// the same result from the same entry.
-fn apply_request(store: &mut Store, req: &Request) -> Result<Applied, Error> {
+fn apply_request(store: &mut Store, members: &Members, req: &Request) -> Result<Applied, Error> {
     Ok(match req {
+        Request::Publish {
+            member_id,
+            name,
+            client_urls,
+        } => {
+            let mut m = members.write().map_err(|_| Error::Stopped)?;
+            // Attributes of a member that is not (or no longer) in the
+            // cluster are dropped, as etcd does.
+            if let Some(info) = m.get_mut(member_id) {
+                info.name = name.clone();
+                info.client_urls = client_urls.clone();
+            }
+            Applied::Published
+        }
         Request::Put(p) => Applied::Put(store.put(p)?),
         Request::DeleteRange(d) => Applied::DeleteRange(store.delete_range(d)?),
         Request::Txn(t) => Applied::Txn(store.txn(t)?),
@@ -588,6 +664,10 @@ pub struct RaftLoop {
     read_seq: u64,
     /// Background checkpoints into the B-tree file, if there is one.
     checkpointer: Option<Checkpointer>,
+    /// MoveLeader calls waiting for their target to lead.
+    transfers: Vec<(u64, Reply<()>)>,
+    /// When this member last proposed its attributes (etcd's publish).
+    published_at: Option<Instant>,
 }
 
 /// The state a node starts from besides its Raft log.
@@ -703,6 +783,9 @@ impl RaftLoop {
                     let _ = done.send(Ok(()));
                 }
                 Cmd::Step(_) => {}
+                Cmd::TransferLeader { done, .. } => {
+                    let _ = done.send(Err(err()));
+                }
             }
         }
         Ok(())
@@ -773,6 +856,18 @@ impl RaftLoop {
                 }
             }
             Cmd::Read { done } => self.pending_reads.push(done),
+            Cmd::TransferLeader { target, done } => {
+                if self.raw.raft.state != StateRole::Leader {
+                    let _ = done.send(Err(Error::NotLeader));
+                } else if !self.raw.raft.prs().conf().voters().contains(target) {
+                    let _ = done.send(Err(Error::BadLeaderTransferee));
+                } else if target == self.shared.cfg.member_id {
+                    let _ = done.send(Ok(()));
+                } else {
+                    self.raw.transfer_leader(target);
+                    self.transfers.push((target, done));
+                }
+            }
             Cmd::Step(m) => {
                 // A message from a member we do not know, or a stale one:
                 // raft drops or answers it; an error is not ours to report.
@@ -816,6 +911,55 @@ impl RaftLoop {
             && self.raw.raft.prs().conf().voters().ids().len() == 1
             && self.raw.raft.prs().conf().learners().is_empty();
         self.shared.sole_leader.store(sole, Ordering::Release);
+        if leader != 0 {
+            for (target, done) in std::mem::take(&mut self.transfers) {
+                if target == leader {
+                    let _ = done.send(Ok(()));
+                } else if !done.is_canceled() {
+                    self.transfers.push((target, done));
+                }
+            }
+        }
+        self.maybe_publish();
+    }
+
+    /// Proposes this member's name and client URLs once it serves, and
+    /// again every few seconds until they are applied (etcd's publish).
+    fn maybe_publish(&mut self) {
+        if !self.shared.serving.load(Ordering::Acquire) {
+            return;
+        }
+        let me = self.shared.cfg.member_id;
+        let done = self
+            .shared
+            .members
+            .read()
+            .map(|m| {
+                m.get(&me).is_some_and(|i| {
+                    i.name == self.shared.cfg.name && i.client_urls == self.shared.cfg.client_urls
+                })
+            })
+            .unwrap_or(true);
+        if done
+            || self
+                .published_at
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(3))
+        {
+            return;
+        }
+        self.published_at = Some(Instant::now());
+        let data = Proposal {
+            proposer: me,
+            // No waiter: ids start at 1.
+            id: 0,
+            request: Request::Publish {
+                member_id: me,
+                name: self.shared.cfg.name.clone(),
+                client_urls: self.shared.cfg.client_urls.clone(),
+            },
+        }
+        .encode();
+        let _ = self.raw.propose(Vec::new(), data);
     }
 
     async fn on_ready<L: LogStore>(&mut self, log: &mut L) -> Result<(), Error> {
@@ -921,7 +1065,7 @@ impl RaftLoop {
                         }
                         let p = Proposal::decode(&e.data)?;
                         let before = store.current_revision();
-                        let result = apply_request(&mut store, &p.request);
+                        let result = apply_request(&mut store, &self.shared.members, &p.request);
                         if watching {
                             engine::watch::collect_events(&store, before, &mut events);
                         }

@@ -9,6 +9,7 @@
 //! kind 2 DeleteRange body := key | range_end | prev_kv:u8
 //! kind 3 Txn         body := txn
 //! kind 4 Compact     body := revision:i64 | physical:u8
+//! kind 5 Publish     body := member_id:u64 | name | n:u32 client_url*n
 //! txn     := n:u32 compare*n | n:u32 op*n (success) | n:u32 op*n (failure)
 //! compare := result:u8 | target:u8 | key | range_end | value (target 3: bytes, else i64)
 //! op      := tag:u8 (1 range, 2 put, 3 delete, 4 txn) | body (range: see `put_range`)
@@ -30,7 +31,16 @@ pub enum Request {
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
-    Compact { revision: i64, physical: bool },
+    Compact {
+        revision: i64,
+        physical: bool,
+    },
+    /// A member announces its name and client URLs (etcd's publish).
+    Publish {
+        member_id: u64,
+        name: String,
+        client_urls: Vec<String>,
+    },
 }
 
 /// A request with the identity of its waiter.
@@ -98,6 +108,19 @@ impl Proposal {
                 w.i64(*revision);
                 w.u8(u8::from(*physical));
             }
+            Request::Publish {
+                member_id,
+                name,
+                client_urls,
+            } => {
+                w.u8(5);
+                w.u64(*member_id);
+                w.bytes(name.as_bytes());
+                w.len(client_urls.len());
+                for u in client_urls {
+                    w.bytes(u.as_bytes());
+                }
+            }
         }
         w.0
     }
@@ -117,6 +140,22 @@ impl Proposal {
                 revision: r.i64()?,
                 physical: r.u8()? != 0,
             },
+            5 => {
+                let member_id = r.u64()?;
+                let name = String::from_utf8(r.bytes()?).map_err(|_| DecodeError("member name"))?;
+                let n = r.count(4)?;
+                let mut client_urls = Vec::with_capacity(n);
+                for _ in 0..n {
+                    client_urls.push(
+                        String::from_utf8(r.bytes()?).map_err(|_| DecodeError("client url"))?,
+                    );
+                }
+                Request::Publish {
+                    member_id,
+                    name,
+                    client_urls,
+                }
+            }
             _ => return Err(DecodeError("unknown request kind")),
         };
         if !r.0.is_empty() {
@@ -422,6 +461,11 @@ mod tests {
             Request::Compact {
                 revision: 42,
                 physical: true,
+            },
+            Request::Publish {
+                member_id: 9,
+                name: "m1".into(),
+                client_urls: vec!["http://127.0.0.1:2379".into(), "http://[::1]:2379".into()],
             },
         ] {
             let p = Proposal {

@@ -4,3 +4,4 @@
 mod bad_input;
 mod python_client;
 mod support;
+mod watch;

@@ -190,6 +190,22 @@ fn run(cfg: &Config) -> Result<(), String> {
     let peer_addrs = cfg.listen_peer_addrs().map_err(|e| e.message.clone())?;
     let mut node_cfg = raftcore::NodeConfig::new(meta.cluster_id, meta.member_id);
     node_cfg.voters = members.iter().map(|m| m.id).collect();
+    node_cfg.members = members
+        .iter()
+        .map(|m| raftcore::MemberInfo {
+            id: m.id,
+            name: if m.id == meta.member_id {
+                cfg.name.clone()
+            } else {
+                String::new()
+            },
+            peer_urls: m.peer_urls.clone(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        })
+        .collect();
+    node_cfg.name = cfg.name.clone();
+    node_cfg.client_urls = cfg.advertise_client_urls.clone();
     node_cfg.heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
     node_cfg.election_ticks = usize::try_from(cfg.election_ticks()).unwrap_or(10);
     // etcd: 5 s + 2 × election timeout.

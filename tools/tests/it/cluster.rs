@@ -208,7 +208,37 @@ fn three_members_one_leader_replicate_and_fail_over() {
             }
         }
     }
-    c.wait_converged(&[0, 1, 2]);
+    let leader = c.wait_converged(&[0, 1, 2]);
+
+    // member list: every member with its name, peer and client URLs, once
+    // each has published itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, out) = c.ctl((leader + 1) % 3, &["member", "list", "-w", "table"]);
+        assert_eq!(code, 0);
+        let complete = c.members.iter().all(|m| {
+            out.lines().any(|l| {
+                l.contains(&format!(" {} ", m.name))
+                    && l.contains(&format!("http://127.0.0.1:{}", m.peer))
+                    && l.contains(&format!("http://127.0.0.1:{}", m.client))
+                    && l.contains("started")
+            })
+        });
+        if complete {
+            break;
+        }
+        assert!(Instant::now() < deadline, "member list incomplete:\n{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // move-leader hands leadership to a follower.
+    let target = (leader + 1) % 3;
+    let target_id = c.status(target).expect("status").0;
+    let (code, out) = c.ctl(leader, &["move-leader", &format!("{target_id:x}")]);
+    assert_eq!(code, 0, "move-leader: {out}\n{}", c.logs());
+    assert!(out.contains("Leadership transferred"), "{out}");
+    let leader = c.wait_converged(&[0, 1, 2]);
+    assert_eq!(leader, target);
 
     // Failover: SIGKILL the leader; the other two elect a new one and serve.
     c.kill(leader);

@@ -23,3 +23,4 @@ mod lifecycle;
 mod mask;
 mod selfcheck;
 mod txn_compare;
+mod watch;

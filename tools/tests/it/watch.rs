@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::compare::{compare_scenario, ctl, txn};
+use crate::compare::{compare_scenario, ctl};
 use crate::harness::{etcdctl_bin, exit_code, start_pair, subject_kind, CtlOutput, Server};
 use crate::mask::{mask_client_noise, mask_text_ids};
 
@@ -124,8 +124,12 @@ fn without_progress(stdout: &str) -> String {
     stdout
         .lines()
         .filter(|l| {
-            !l.starts_with("progress notify: ")
-                && !l.contains(r#""Events":null,"CompactRevision":0,"Canceled":false,"Created":false"#)
+            let empty = |events: &str| {
+                l.contains(&format!(
+                    r#""Events":{events},"CompactRevision":0,"Canceled":false,"Created":false"#
+                ))
+            };
+            !l.starts_with("progress notify: ") && !empty("[]") && !empty("null")
         })
         .map(|l| format!("{l}\n"))
         .collect()
@@ -151,7 +155,7 @@ struct Run {
 fn live_run(server: &Server, setup: &[Vec<String>], specs: &[Spec], steps: &[Vec<String>]) -> Run {
     let mut problems = Vec::new();
     for s in setup {
-        let o = server.ctl(s, None);
+        let o = run_step(server, s);
         if o.code != 0 {
             problems.push(format!("setup {s:?} failed: {o:?}"));
         }
@@ -165,7 +169,7 @@ fn live_run(server: &Server, setup: &[Vec<String>], specs: &[Spec], steps: &[Vec
         watches.push(w);
     }
     for s in steps {
-        let o = server.ctl(s, None);
+        let o = run_step(server, s);
         if o.code != 0 {
             problems.push(format!("step {s:?} failed: {o:?}"));
         }
@@ -189,8 +193,8 @@ fn live_run(server: &Server, setup: &[Vec<String>], specs: &[Spec], steps: &[Vec
     for w in watches {
         let o = w.stop();
         let text = String::from_utf8_lossy(&mask_text_ids(&o.stdout)).into_owned();
-        let err = String::from_utf8_lossy(&mask_client_noise(&o.stderr, &server.endpoint()))
-            .into_owned();
+        let err =
+            String::from_utf8_lossy(&mask_client_noise(&o.stderr, &server.endpoint())).into_owned();
         raw.push(format!("{text}\n[stderr]\n{err}"));
         outputs.push(without_progress(&text));
     }
@@ -203,6 +207,19 @@ fn live_run(server: &Server, setup: &[Vec<String>], specs: &[Spec], steps: &[Vec
 
 fn args(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
+}
+
+/// A step that runs `etcdctl txn` with `body` on stdin.
+fn txn_step(body: &str) -> Vec<String> {
+    vec![TXN.to_string(), body.to_string()]
+}
+const TXN: &str = "@txn";
+
+fn run_step(server: &Server, step: &[String]) -> CtlOutput {
+    match step {
+        [marker, body] if marker == TXN => server.ctl(&args(&["txn"]), Some(body.as_bytes())),
+        _ => server.ctl(step, None),
+    }
 }
 
 /// Runs a live scenario on etcd and the subject and compares.
@@ -285,35 +302,12 @@ fn live_watches_see_puts_txns_and_deletes_like_etcd() {
         args(&["put", "k2", "two"]),
         args(&["put", "other", "x"]),
         args(&["put", "k1", "uno"]),
-        // one txn: all its events in one response
-        args(&["txn"]),
+        // one txn: all its events in one response, in order
+        txn_step("\nput k3 three\nput k2 deux\nput zz y\n\n\n"),
         args(&["del", "k", "--prefix"]),
         args(&["put", "k9", "end"]),
     ];
-    // `txn` reads its body from stdin; run it through the harness instead.
-    let steps: Vec<Vec<String>> = steps
-        .into_iter()
-        .filter(|s| s[0] != "txn")
-        .collect();
-    let (etcd, subject) = start_pair(subject_kind(), &[PROGRESS_FLAG]);
-    drop((etcd, subject));
-    let txn_body = "\nput k3 three\nput k2 deux\nput zz y\n\n";
-    compare_live_with_txn("live", &setup, &specs, &steps, 4, txn_body);
-}
-
-/// `compare_live` with a txn (stdin body) inserted before step `at`.
-fn compare_live_with_txn(
-    name: &str,
-    setup: &[Vec<String>],
-    specs: &[Spec],
-    steps: &[Vec<String>],
-    at: usize,
-    body: &str,
-) {
-    // Encode the txn as a step marker understood by `run_step`.
-    let mut all: Vec<Vec<String>> = steps.to_vec();
-    all.insert(at, vec!["@txn".into(), body.into()]);
-    compare_live(name, setup, specs, &all);
+    compare_live("live", &setup, &specs, &steps);
 }
 
 #[test]
@@ -322,22 +316,48 @@ fn history_from_a_revision_matches_etcd() {
         args(&["put", "a", "1"]),
         args(&["put", "b", "1"]),
         args(&["put", "a", "2"]),
-        vec!["@txn".into(), "\nput a 3\nput b 2\nput c 1\n\n".into()],
+        txn_step("\nput a 3\nput b 2\nput c 1\n\n\n"),
         args(&["del", "b"]),
         args(&["put", "zz", "no"]),
     ];
     let specs = [
         Spec {
-            args: &["watch", "--rev", "2", "--prefix", "", "-w", "json", "--progress-notify"],
+            args: &[
+                "watch",
+                "--rev",
+                "2",
+                "--prefix",
+                "",
+                "-w",
+                "json",
+                "--progress-notify",
+            ],
             done: r#""key":"eno=""#, // "zz"
         },
         Spec {
-            args: &["watch", "--rev", "3", "a", "c", "--prev-kv", "--progress-notify"],
-            done: "PUT\nc\n1\n",
+            args: &[
+                "watch",
+                "--rev",
+                "3",
+                "a",
+                "c",
+                "--prev-kv",
+                "--progress-notify",
+            ],
+            // [a, c): not c; everything from revision 3 on, then live
+            done: "a\nfuture\n",
         },
         // a future start revision: nothing until the store gets there
         Spec {
-            args: &["watch", "--rev", "9", "a", "--progress-notify", "-w", "json"],
+            args: &[
+                "watch",
+                "--rev",
+                "9",
+                "a",
+                "--progress-notify",
+                "-w",
+                "json",
+            ],
             done: r#""value":"ZnV0dXJl""#, // "future"
         },
     ];
@@ -370,7 +390,11 @@ fn interactive_progress_request_is_answered_like_etcd() {
         server.ctl(&args(&["put", "a", "2"]), None);
         let got_event = w.wait_for("PUT\na\n2\n");
         let out = w.stop();
-        (ok, got_event, without_progress(&String::from_utf8_lossy(&out.stdout)))
+        (
+            ok,
+            got_event,
+            without_progress(&String::from_utf8_lossy(&out.stdout)),
+        )
     };
     let (r, s) = std::thread::scope(|sc| {
         let r = sc.spawn(|| run(&etcd));
@@ -391,12 +415,15 @@ fn watch_from_a_compacted_revision_is_canceled_like_etcd() {
             ctl(&["put", "a", "2"]).ok(),
             ctl(&["put", "a", "3"]).ok(),
             ctl(&["compaction", "3"]).ok(),
-            // etcdctl exits once the server cancels the watch.
+            // etcdctl exits (code 5, ExitInterrupted) once the server
+            // cancels the watch.
             ctl(&["watch", "--rev", "2", "a"])
-                .fails_with("watch was canceled (etcdserver: mvcc: required revision has been compacted)"),
-            ctl(&["watch", "--rev", "1", "a", "-w", "json"]),
-            ctl(&["watch", "--rev", "2", "--prefix", "", "-w", "json"]),
+                .fails_with(
+                    "watch was canceled (etcdserver: mvcc: required revision has been compacted)",
+                )
+                .code(5),
+            ctl(&["watch", "--rev", "1", "a", "-w", "json"]).code(5),
+            ctl(&["watch", "--rev", "2", "--prefix", "", "-w", "json"]).code(5),
         ],
     );
-    let _ = txn;
 }
