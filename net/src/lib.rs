@@ -8,6 +8,7 @@ pub mod client;
 pub mod cluster;
 pub mod errors;
 pub mod grpc;
+pub mod http1;
 pub mod kv;
 pub mod maintenance;
 pub mod pb;

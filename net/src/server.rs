@@ -95,6 +95,7 @@ async fn accept_loop(
     cfg: Rc<ServerConfig>,
     shutdown: Trigger,
     live: Rc<Cell<usize>>,
+    http1: Option<Arc<Node>>,
 ) {
     loop {
         let next = future::or(async { Some(l.accept().await) }, async {
@@ -108,8 +109,14 @@ async fn accept_loop(
                 live.set(live.get() + 1);
                 let (router, cfg, shutdown, live) =
                     (router.clone(), cfg.clone(), shutdown.clone(), live.clone());
+                let http1 = http1.clone();
                 glommio::spawn_local(async move {
-                    serve_connection(stream, router, cfg, shutdown).await;
+                    match http1 {
+                        Some(node) if !is_http2(&stream).await => {
+                            crate::http1::serve(stream, node).await
+                        }
+                        _ => serve_connection(stream, router, cfg, shutdown).await,
+                    }
                     live.set(live.get() - 1);
                 })
                 .detach();
@@ -118,6 +125,24 @@ async fn accept_loop(
             Some(Err(_)) => sleep(Duration::from_millis(10)).await,
         }
     }
+}
+
+/// Whether a new connection speaks HTTP/2 (prior knowledge, as gRPC
+/// clients do): its first bytes are the client preface. Waits briefly for
+/// them; a silent connection is treated as HTTP/2 (its handshake timeout
+/// then applies).
+async fn is_http2(stream: &glommio::net::TcpStream) -> bool {
+    let mut b = [0u8; 4];
+    for _ in 0..50 {
+        match stream.peek(&mut b).await {
+            Ok(n) if n >= 4 => return &b == b"PRI ",
+            Ok(0) => return true,
+            Ok(n) if &b[..n] != &b"PRI "[..n] => return false,
+            Ok(_) => sleep(Duration::from_millis(10)).await,
+            Err(_) => return true,
+        }
+    }
+    true
 }
 
 /// Runs the server until `stop` is set and all connections are drained.
@@ -180,6 +205,7 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
                     cfg.clone(),
                     shutdown.clone(),
                     live.clone(),
+                    None,
                 )));
             }
             // Watch the process-wide stop flag.
@@ -221,6 +247,7 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
                     cfg.clone(),
                     shutdown.clone(),
                     live.clone(),
+                    Some(node.clone()),
                 )));
             }
             for t in accept_tasks {

@@ -10,7 +10,7 @@ and answers each on stdout:
       every thread has issued its first put. Each thread loops:
         - 1 put in 4 overwrites a shared key `s/K` (K < SHARED_KEYS),
         - the others create a unique key `u/ITER/THREAD/SEQ`, never written again;
-      every value is unique (`v/ITER/THREAD/SEQ/...` + random padding, ~10 %
+      every value is unique (`v/ITER/THREAD/SEQ/...` + random padding, ~3 %
       of them 2-8 KiB so a commit spans several WAL blocks).
       Before a put: `key value` is appended to ACKLOG.attempts (flushed).
       After a put that returned OK: `key value revision` is appended to
@@ -68,7 +68,7 @@ class Round:
                 key = "s/%d" % rng.randrange(SHARED_KEYS)
             else:
                 key = "u/%05d/%02d/%06d" % (self.it, t, seq)
-            pad = rng.randrange(2048, 8192) if rng.random() < 0.1 else rng.randrange(0, 300)
+            pad = rng.randrange(2048, 8192) if rng.random() < 0.03 else rng.randrange(0, 300)
             value = "v/%d/%d/%d/%s" % (self.it, t, seq, "x" * pad)
             with self.lock:
                 self.attempts.write("%s %s\n" % (key, value))

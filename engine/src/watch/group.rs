@@ -33,10 +33,14 @@ impl Span {
     }
 }
 
+/// The members whose range starts at one key: `(end, member)`, `None` for
+/// no end; ends may repeat.
+type Starting<M> = Vec<(Option<Vec<u8>>, M)>;
+
 pub(super) struct Group<M> {
     keys: HashMap<Vec<u8>, Vec<M>>,
-    /// Start key → (end, member); ends may repeat.
-    ranges: BTreeMap<Vec<u8>, Vec<(Option<Vec<u8>>, M)>>,
+    /// Start key → the ranges starting there.
+    ranges: BTreeMap<Vec<u8>, Starting<M>>,
     len: usize,
 }
 

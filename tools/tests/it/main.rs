@@ -18,6 +18,7 @@ mod crash;
 mod defaults;
 mod errors;
 mod harness;
+mod http;
 mod kv_compare;
 mod lifecycle;
 mod mask;
