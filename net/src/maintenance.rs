@@ -38,6 +38,28 @@ pub fn register(router: &mut Router, node: Arc<Node>) {
             }
         }),
     );
+    let n = node.clone();
+    router.add(
+        "/etcdserverpb.Maintenance/HashKV",
+        unary(move |req: pb::HashKvRequest, _: CallInfo| {
+            let n = n.clone();
+            async move {
+                let (hash, compact_revision, rev) = n
+                    .hash_kv(req.revision)
+                    .await
+                    .map_err(|e| crate::errors::status_of(&e))?;
+                let mut h = header(&n)?;
+                if let Some(h) = h.as_mut() {
+                    h.revision = rev.max(h.revision);
+                }
+                Ok::<_, Status>(pb::HashKvResponse {
+                    header: h,
+                    hash,
+                    compact_revision,
+                })
+            }
+        }),
+    );
     let n = node;
     router.add(
         "/etcdserverpb.Maintenance/Alarm",

@@ -375,6 +375,13 @@ impl Node {
         Ok((node, lp))
     }
 
+    /// etcd's HashKV of the applied key space (see `Store::hash_kv`), after
+    /// a read barrier so it covers every acknowledged write.
+    pub async fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), Error> {
+        self.read_barrier().await?;
+        Ok(self.read_store()?.hash_kv(revision)?)
+    }
+
     /// The members as this member knows them, by ID.
     pub fn members(&self) -> Vec<MemberInfo> {
         self.shared

@@ -280,4 +280,18 @@ fn three_members_one_leader_replicate_and_fail_over() {
         );
         assert_eq!(out.trim(), format!("v{k}"));
     }
+
+    // All members hold the same key space: `endpoint hashkv` agrees.
+    let hashes: Vec<u64> = (0..3)
+        .map(|i| {
+            let (code, out) = c.ctl(i, &["endpoint", "hashkv", "-w", "json"]);
+            assert_eq!(code, 0, "hashkv on {i}: {out}");
+            let v: Value = serde_json::from_str(&out).expect("hashkv json");
+            v[0]["HashKV"]["hash"].as_u64().expect("hash")
+        })
+        .collect();
+    assert!(
+        hashes.iter().all(|h| *h == hashes[0]),
+        "hashkv differs: {hashes:?}"
+    );
 }
