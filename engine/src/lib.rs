@@ -14,5 +14,6 @@ pub use mvcc::{
     RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, Store, TxnRequest, TxnResponse,
 };
 pub mod btree;
+pub mod lease;
 pub mod wal;
 pub mod watch;

@@ -39,8 +39,9 @@
 //!   registration counts itself before it reads the store, so a watcher that
 //!   could need a revision's events is always counted when they are made.
 //! * **Synced → unsynced** only by an overflowing queue, at the revision of
-//!   the dropped batch; **unsynced → synced** only under the hub lock after
-//!   reading history up to the store revision read under that same lock.
+//!   the dropped batch, or by [`Hub::restore`] (the store was replaced);
+//!   **unsynced → synced** only under the hub lock after reading history up
+//!   to the store revision read under that same lock.
 //! * **Memory**: a watcher's queue holds at most
 //!   [`HubConfig::max_pending_revisions`] notifications and, unless it holds
 //!   just one, at most [`HubConfig::max_pending_bytes`]; an unsynced watcher

@@ -10,6 +10,9 @@
 //! kind 3 Txn         body := txn
 //! kind 4 Compact     body := revision:i64 | physical:u8
 //! kind 5 Publish     body := member_id:u64 | name | n:u32 client_url*n
+//! kind 6 LeaseGrant  body := lease_id:i64 | ttl:i64
+//! kind 7 LeaseRevoke body := lease_id:i64
+//! kind 8 LeaseCheckpoint body := n:u32 (lease_id:i64 | remaining_ttl:i64)*n
 //! txn     := n:u32 compare*n | n:u32 op*n (success) | n:u32 op*n (failure)
 //! compare := result:u8 | target:u8 | key | range_end | value (target 3: bytes, else i64)
 //! op      := tag:u8 (1 range, 2 put, 3 delete, 4 txn) | body (range: see `put_range`)
@@ -41,6 +44,17 @@ pub enum Request {
         name: String,
         client_urls: Vec<String>,
     },
+    /// etcd's LeaseGrant; the ID is chosen before proposing (never 0).
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    /// etcd's LeaseRevoke, from a client or from the leader's expiry tick.
+    LeaseRevoke {
+        id: i64,
+    },
+    /// etcd's LeaseCheckpoint: `(lease, remaining TTL)`; 0 clears it.
+    LeaseCheckpoint(Vec<(i64, i64)>),
 }
 
 /// A request with the identity of its waiter.
@@ -121,6 +135,23 @@ impl Proposal {
                     w.bytes(u.as_bytes());
                 }
             }
+            Request::LeaseGrant { id, ttl } => {
+                w.u8(6);
+                w.i64(*id);
+                w.i64(*ttl);
+            }
+            Request::LeaseRevoke { id } => {
+                w.u8(7);
+                w.i64(*id);
+            }
+            Request::LeaseCheckpoint(cps) => {
+                w.u8(8);
+                w.len(cps.len());
+                for (id, remaining) in cps {
+                    w.i64(*id);
+                    w.i64(*remaining);
+                }
+            }
         }
         w.0
     }
@@ -155,6 +186,19 @@ impl Proposal {
                     name,
                     client_urls,
                 }
+            }
+            6 => Request::LeaseGrant {
+                id: r.i64()?,
+                ttl: r.i64()?,
+            },
+            7 => Request::LeaseRevoke { id: r.i64()? },
+            8 => {
+                let n = r.count(16)?;
+                let mut cps = Vec::with_capacity(n);
+                for _ in 0..n {
+                    cps.push((r.i64()?, r.i64()?));
+                }
+                Request::LeaseCheckpoint(cps)
             }
             _ => return Err(DecodeError("unknown request kind")),
         };
@@ -467,6 +511,14 @@ mod tests {
                 name: "m1".into(),
                 client_urls: vec!["http://127.0.0.1:2379".into(), "http://[::1]:2379".into()],
             },
+            Request::LeaseGrant {
+                id: 0x694d_7c1d_4f25_f80a,
+                ttl: 9_000_000_000,
+            },
+            Request::LeaseGrant { id: -1, ttl: -5 },
+            Request::LeaseRevoke { id: i64::MAX },
+            Request::LeaseCheckpoint(vec![]),
+            Request::LeaseCheckpoint(vec![(1, 240), (-7, 0)]),
         ] {
             let p = Proposal {
                 proposer: 0xdead_beef,
@@ -491,6 +543,38 @@ mod tests {
         let mut extra = b.clone();
         extra.push(0);
         assert!(Proposal::decode(&extra).is_err());
+    }
+
+    #[test]
+    fn lease_kinds_have_the_documented_bytes() {
+        let p = Proposal {
+            proposer: 1,
+            id: 2,
+            request: Request::LeaseCheckpoint(vec![(3, 4)]),
+        };
+        let mut want = vec![VERSION];
+        want.extend_from_slice(&1u64.to_le_bytes());
+        want.extend_from_slice(&2u64.to_le_bytes());
+        want.push(8);
+        want.extend_from_slice(&1u32.to_le_bytes());
+        want.extend_from_slice(&3i64.to_le_bytes());
+        want.extend_from_slice(&4i64.to_le_bytes());
+        assert_eq!(p.encode(), want);
+        for request in [
+            Request::LeaseGrant { id: 5, ttl: 60 },
+            Request::LeaseRevoke { id: 5 },
+            Request::LeaseCheckpoint(vec![(5, 1), (6, 2)]),
+        ] {
+            let b = Proposal {
+                proposer: 1,
+                id: 2,
+                request,
+            }
+            .encode();
+            for cut in 0..b.len() {
+                assert!(Proposal::decode(&b[..cut]).is_err(), "cut at {cut}");
+            }
+        }
     }
 
     #[test]

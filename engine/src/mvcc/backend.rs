@@ -19,6 +19,7 @@
 //!                     | 2:u8 | key                                          (tombstone)
 //! meta bucket:  "consistent_index" -> u64, "term" -> u64,
 //!               "current_rev" -> i64, "compact_rev" -> i64 (-1: never compacted)
+//! lease bucket: written by engine::lease (its backend module) in the same commit
 //! ```
 
 use super::kv::KeyValue;
@@ -52,9 +53,18 @@ pub struct Checkpoint {
     changes: Vec<(Revision, Option<Record>)>,
     current_rev: i64,
     compact_rev: i64,
+    /// The lessor's changes as of the same applied index (engine::lease),
+    /// written in the same commit.
+    leases: crate::lease::LeaseChanges,
 }
 
 impl Checkpoint {
+    /// Adds the lessor's changes taken at the same applied index, so that
+    /// keys and leases become durable together.
+    pub fn set_leases(&mut self, leases: crate::lease::LeaseChanges) {
+        self.leases = leases;
+    }
+
     /// Records written or removed by this checkpoint.
     pub fn len(&self) -> usize {
         self.changes.len()
@@ -72,6 +82,7 @@ impl Store {
             changes: self.records.take_dirty(),
             current_rev: self.current_revision(),
             compact_rev: self.raw_compact_revision(),
+            leases: Default::default(),
         }
     }
 }
@@ -219,6 +230,7 @@ pub fn save(db: &Db, cp: &Checkpoint, applied: AppliedState) -> Result<(), Backe
     tx.insert(META_BUCKET, b"term", &applied.term.to_le_bytes())?;
     tx.insert(META_BUCKET, b"current_rev", &cp.current_rev.to_le_bytes())?;
     tx.insert(META_BUCKET, b"compact_rev", &cp.compact_rev.to_le_bytes())?;
+    crate::lease::write_changes(&mut tx, &cp.leases)?;
     tx.commit()?;
     Ok(())
 }

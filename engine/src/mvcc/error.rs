@@ -17,6 +17,10 @@ pub enum Error {
     /// exist.
     #[error("etcdserver: key not found")]
     KeyNotFound,
+    /// A put of a txn's chosen branch names a lease that does not exist
+    /// (checked by `Store::txn_checked` with the caller's lease table).
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
     /// The key index points at a revision the revision store does not hold,
     /// or asked to tombstone a key that is not live. This means the store's
     /// internal state is inconsistent (corruption); it is never caused by a

@@ -156,12 +156,24 @@ impl Store {
     /// revision. On error nothing is changed.
     ///
     /// Not checked here (the caller's job, as in etcd's gRPC layer): the
-    /// maximum number of ops, duplicate keys among a txn's writes, leases.
+    /// maximum number of ops, duplicate keys among a txn's writes. Leases
+    /// are not checked either; see [`Store::txn_checked`].
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, Error> {
+        self.txn_checked(req, &|_| true)
+    }
+
+    /// [`Store::txn`], refusing with [`Error::LeaseNotFound`] a put of the
+    /// chosen branches whose non-zero lease `lease_exists` denies (checked
+    /// with the other puts, before anything is applied, as etcd does).
+    pub fn txn_checked(
+        &mut self,
+        req: &TxnRequest,
+        lease_exists: &dyn Fn(i64) -> bool,
+    ) -> Result<TxnResponse, Error> {
         let plan = {
             let view = self.view();
             let plan = txn::plan(&view, req)?;
-            txn::check(&view, &plan)?;
+            txn::check(&view, &plan, lease_exists)?;
             plan
         };
         self.write(|tx| {
@@ -169,6 +181,38 @@ impl Store {
             resp.revision = tx.rev();
             Ok(resp)
         })
+    }
+
+    /// Deletes each of `keys` that exists, all in one revision (etcd's lease
+    /// revoke: one `DeleteRange` per key, in the given order, in one write
+    /// txn). Returns the header revision: the new one if anything was
+    /// deleted, else the current one.
+    pub fn delete_keys(&mut self, keys: &[Vec<u8>]) -> Result<i64, Error> {
+        let mut tx = WriteTxn::new(self);
+        for key in keys {
+            let req = DeleteRangeRequest {
+                key: key.clone(),
+                range_end: Vec::new(),
+                prev_kv: false,
+            };
+            if let Err(e) = tx.delete_range(&req) {
+                tx.rollback();
+                return Err(e);
+            }
+        }
+        Ok(tx.commit())
+    }
+
+    /// Each key written at a main revision above `rev`, in revision order,
+    /// with the lease it carries now: its put's lease, or 0 for a delete.
+    /// The apply layer keeps the lessor's key attachments in step with it.
+    pub fn key_leases_since(&self, rev: i64) -> impl Iterator<Item = (&[u8], i64)> + '_ {
+        self.records
+            .since(Revision::new(rev.saturating_add(1), 0))
+            .map(|(_, rec)| match rec {
+                Record::Put(kv) => (kv.key.as_slice(), kv.lease),
+                Record::Tombstone { key } => (key.as_slice(), 0),
+            })
     }
 
     /// etcd's Compact: forgets the history before `revision`. Fails with

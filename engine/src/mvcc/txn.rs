@@ -7,8 +7,9 @@
 //!    the path through the txn tree.
 //! 2. **Check.** The chosen ops are validated against the same pre-txn
 //!    state, all puts first and then all ranges (etcd's `checkRequests` order):
-//!    a put with `ignore_value`/`ignore_lease` needs the key to exist, a range
-//!    with a revision must not be in the future or compacted.
+//!    a put with `ignore_value`/`ignore_lease` needs the key to exist, a put
+//!    with a lease needs the lease to exist (the caller's lease table), a
+//!    range with a revision must not be in the future or compacted.
 //! 3. **Apply.** The chosen ops run in order in one write txn (one revision).
 //!    Anything that still fails (e.g. a put with `ignore_value` on a key an
 //!    earlier op of the same txn deleted, where etcd itself would crash) rolls
@@ -95,21 +96,35 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     }
 }
 
-/// Step 2: validates the chosen ops against the pre-txn `view`.
-pub(crate) fn check(view: &View<'_>, plan: &Plan<'_>) -> Result<(), Error> {
-    check_puts(view, plan)?;
+/// Step 2: validates the chosen ops against the pre-txn `view`;
+/// `lease_exists` tells whether a put's non-zero lease exists.
+pub(crate) fn check(
+    view: &View<'_>,
+    plan: &Plan<'_>,
+    lease_exists: &dyn Fn(i64) -> bool,
+) -> Result<(), Error> {
+    check_puts(view, plan, lease_exists)?;
     check_ranges(view, plan)
 }
 
-fn check_puts(view: &View<'_>, plan: &Plan<'_>) -> Result<(), Error> {
+/// etcd's `checkRequestPut` per put of the chosen branches, in order: the
+/// key for `ignore_*`, then the lease.
+fn check_puts(
+    view: &View<'_>,
+    plan: &Plan<'_>,
+    lease_exists: &dyn Fn(i64) -> bool,
+) -> Result<(), Error> {
     for op in &plan.ops {
         match op {
-            PlannedOp::Put(p)
-                if (p.ignore_value || p.ignore_lease) && view.get(&p.key)?.is_none() =>
-            {
-                return Err(Error::KeyNotFound);
+            PlannedOp::Put(p) => {
+                if (p.ignore_value || p.ignore_lease) && view.get(&p.key)?.is_none() {
+                    return Err(Error::KeyNotFound);
+                }
+                if p.lease != 0 && !lease_exists(p.lease) {
+                    return Err(Error::LeaseNotFound);
+                }
             }
-            PlannedOp::Txn(nested) => check_puts(view, nested)?,
+            PlannedOp::Txn(nested) => check_puts(view, nested, lease_exists)?,
             _ => {}
         }
     }

@@ -222,6 +222,32 @@ impl Hub {
         self.published.fetch_max(revision, Ordering::SeqCst);
     }
 
+    /// The store was replaced wholesale (a Raft snapshot installed) and is
+    /// now at `revision`: no event stream connects the old store to the new
+    /// one, so every synced watcher re-reads from its `next_rev` (etcd's
+    /// `watchableStore.Restore` moves them all to unsynced). Call it after
+    /// the new store is in place, with the store lock released.
+    pub fn restore(&self, revision: i64) {
+        let mut guard = self.lock();
+        let Inner {
+            watchers,
+            synced,
+            streams,
+        } = &mut *guard;
+        for (m, w) in watchers.iter_mut() {
+            if w.state != State::Synced {
+                continue;
+            }
+            w.state = State::Unsynced;
+            synced.remove(&w.span, *m);
+            if let Some(st) = streams.get_mut(&m.stream) {
+                st.unsynced.insert(m.id);
+                let _ = st.wake.try_send(());
+            }
+        }
+        self.published.fetch_max(revision, Ordering::SeqCst);
+    }
+
     /// Removes a watcher everywhere; false if it was not registered.
     fn remove(&self, inner: &mut Inner, m: Member) -> bool {
         let Some(w) = inner.watchers.remove(&m) else {

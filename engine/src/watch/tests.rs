@@ -501,3 +501,36 @@ fn a_publish_on_another_thread_wakes_the_stream_task() {
     writer.join().unwrap();
     assert_eq!(got, 1);
 }
+
+#[test]
+fn a_replaced_store_is_caught_up_from_history_by_every_watcher() {
+    let env = Env::new();
+    let mut s = env.w.new_stream();
+    watch(&mut s, "a", b"", 0);
+    env.put("a", "1"); // 2
+    assert_eq!(drain(&mut s).len(), 1);
+    // Install a "snapshot": a store that went on to revision 4 elsewhere.
+    {
+        let mut st = env.store.write().unwrap();
+        let mut other = st.clone();
+        other
+            .put(&PutRequest {
+                key: b"b".to_vec(),
+                ..Default::default()
+            })
+            .unwrap(); // 3
+        other
+            .put(&PutRequest {
+                key: b"a".to_vec(),
+                value: b"2".to_vec(),
+                ..Default::default()
+            })
+            .unwrap(); // 4
+        *st = other;
+    }
+    env.hub().restore(4);
+    assert_eq!(env.hub().stats().unsynced, 1);
+    assert_eq!(seen(&drain(&mut s)), vec![(0, 4, vec![ev('P', "a", 4)])]);
+    env.put("a", "3"); // 5, live again
+    assert_eq!(seen(&drain(&mut s)), vec![(0, 5, vec![ev('P', "a", 5)])]);
+}

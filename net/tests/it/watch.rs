@@ -61,7 +61,10 @@ struct Server {
 }
 
 impl Server {
-    fn start(watch: WatchConfig) -> Server {
+    /// A server with `executors` executor threads: with more than one, the
+    /// Raft loop and a stream usually live on different threads, so every
+    /// wake-up from the hub crosses threads.
+    fn start(watch: WatchConfig, executors: usize) -> Server {
         for _ in 0..20 {
             let port = TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -81,7 +84,7 @@ impl Server {
                 client_addrs: vec![addr],
                 peer_addrs: Vec::new(),
                 peers: Default::default(),
-                executors: 1,
+                executors,
                 grpc: Default::default(),
                 kv: Default::default(),
                 watch: watch.clone(),
@@ -270,7 +273,7 @@ async fn put(c: &net::client::Client, k: &str, v: &[u8]) -> i64 {
 
 #[test]
 fn ids_duplicates_cancel_and_progress_requests_follow_etcd() {
-    let srv = Server::start(WatchConfig::default());
+    let srv = Server::start(WatchConfig::default(), 1);
     let addr = srv.addr;
     run_local(move || async move {
         let kv = net::client::Client::connect(&addr.to_string())
@@ -344,10 +347,13 @@ fn ids_duplicates_cancel_and_progress_requests_follow_etcd() {
 
 #[test]
 fn fragment_splits_a_large_revision_only_when_asked() {
-    let srv = Server::start(WatchConfig {
-        fragment_bytes: 2000,
-        ..WatchConfig::default()
-    });
+    let srv = Server::start(
+        WatchConfig {
+            fragment_bytes: 2000,
+            ..WatchConfig::default()
+        },
+        1,
+    );
     let addr = srv.addr;
     run_local(move || async move {
         let kv = net::client::Client::connect(&addr.to_string())
@@ -410,7 +416,7 @@ fn fragment_splits_a_large_revision_only_when_asked() {
 
 #[test]
 fn a_client_that_stops_reading_blocks_no_writer_and_misses_nothing() {
-    let srv = Server::start(WatchConfig::default());
+    let srv = Server::start(WatchConfig::default(), 2);
     let addr = srv.addr;
     let node = srv.node.clone();
     run_local(move || async move {
@@ -468,7 +474,7 @@ fn a_client_that_stops_reading_blocks_no_writer_and_misses_nothing() {
 
 #[test]
 fn watchers_are_freed_when_the_client_resets_or_disconnects() {
-    let srv = Server::start(WatchConfig::default());
+    let srv = Server::start(WatchConfig::default(), 1);
     let addr = srv.addr;
     let (to_test, from_client) = mpsc::channel::<&'static str>();
     let (to_client, from_test) = mpsc::channel::<()>();

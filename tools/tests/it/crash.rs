@@ -190,6 +190,17 @@ impl Member {
     }
 
     fn failure(&self, what: &str) -> String {
+        let what = if self
+            .log_since_spawn()
+            .contains("stopped serving; ferrocd exits")
+        {
+            format!(
+                "{what}\nNOTE: ferrocd logged a graceful stop: it got SIGTERM/SIGINT, which this \
+                 test never sends (a stray signal from another process on this machine?)"
+            )
+        } else {
+            what.to_string()
+        };
         format!(
             "{what}\ncommand: {} {}\ndata dir kept: {}\n---- server log (last 60 lines) ----\n{}",
             ferrocd_bin().display(),
@@ -977,14 +988,16 @@ fn kill9_during_startup_and_recovery_keeps_every_acknowledged_put() {
             std::thread::sleep(Duration::from_millis(delay));
             m.kill9();
             let log = m.log_since_spawn();
+            // Informational only (log messages may change): how far the
+            // start-up had got, from what the member logged.
             let phase = if log.contains(READY_LINE) {
                 "after ready"
             } else if log.contains("starting ferrocd") {
-                "raft start/election"
-            } else if log.contains("restarting member") || log.contains("opened backend") {
-                "recovery"
+                "raft start, replay, election"
+            } else if log.contains("opened backend") {
+                "opening or creating the WAL"
             } else {
-                "before/while opening the WAL"
+                "before the backend was open"
             };
             if phase != "after ready" {
                 before_ready += 1;
