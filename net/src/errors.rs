@@ -47,6 +47,15 @@ pub fn future_rev() -> Status {
 pub fn lease_not_found() -> Status {
     s(Code::NOT_FOUND, "etcdserver: requested lease not found")
 }
+pub fn lease_exist() -> Status {
+    s(
+        Code::FAILED_PRECONDITION,
+        "etcdserver: lease already exists",
+    )
+}
+pub fn lease_ttl_too_large() -> Status {
+    s(Code::OUT_OF_RANGE, "etcdserver: too large lease TTL")
+}
 pub fn request_too_large() -> Status {
     s(Code::INVALID_ARGUMENT, "etcdserver: request is too large")
 }
@@ -61,7 +70,11 @@ pub fn status_of(e: &raftcore::Error) -> Status {
         raftcore::Error::Mvcc(M::Compacted) => compacted(),
         raftcore::Error::Mvcc(M::FutureRevision) => future_rev(),
         raftcore::Error::Mvcc(M::KeyNotFound) => key_not_found(),
-        raftcore::Error::LeaseNotFound => lease_not_found(),
+        raftcore::Error::LeaseNotFound | raftcore::Error::Mvcc(M::LeaseNotFound) => {
+            lease_not_found()
+        }
+        raftcore::Error::LeaseExists => lease_exist(),
+        raftcore::Error::LeaseTtlTooLarge => lease_ttl_too_large(),
         raftcore::Error::Stopped => stopped(),
         raftcore::Error::Timeout => s(Code::UNAVAILABLE, "etcdserver: request timed out"),
         raftcore::Error::NoLeader => s(Code::UNAVAILABLE, "etcdserver: no leader"),

@@ -50,6 +50,11 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
             return None;
         }
         buf.extend_from_slice(&chunk[..n]);
+        if !plausible_request_line(&buf) {
+            // Not HTTP: close at once instead of waiting for a head that
+            // will never come.
+            return None;
+        }
         if buf.windows(4).any(|w| w == b"\r\n\r\n") {
             return Some(String::from_utf8_lossy(&buf).into_owned());
         }
@@ -57,6 +62,19 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
             return None;
         }
     }
+}
+
+/// Whether `buf` (the first bytes of a connection) can start an HTTP/1.x
+/// request line: an upper-case method token, then a space.
+fn plausible_request_line(buf: &[u8]) -> bool {
+    for (i, &b) in buf.iter().enumerate() {
+        match b {
+            b'A'..=b'Z' if i < 10 => continue,
+            b' ' => return i > 0,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// `(status line, content type, body)` for a request head.

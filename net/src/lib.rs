@@ -10,6 +10,7 @@ pub mod errors;
 pub mod grpc;
 pub mod http1;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod pb;
 pub mod peer;

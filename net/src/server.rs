@@ -180,12 +180,14 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             }
             let mut peer_router = Router::new();
             crate::peer::register(&mut peer_router, node.clone());
+            crate::lease::register_peer(&mut peer_router, node.clone());
             let peer_router = Rc::new(peer_router);
             let mut router = Router::new();
             kv::register(&mut router, node.clone(), kv.clone());
             crate::watch::register(&mut router, node.clone(), watch.clone());
             crate::maintenance::register(&mut router, node.clone());
             crate::cluster::register(&mut router, node.clone());
+            crate::lease::register(&mut router, node.clone());
             let router = Rc::new(router);
             let cfg = Rc::new(grpc.clone());
             let shutdown = Trigger::new();

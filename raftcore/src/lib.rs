@@ -15,6 +15,7 @@ pub mod wal_log;
 pub use checkpoint::CheckpointConfig;
 pub use log_store::{LogError, LogStore, MemLog};
 pub use node::{
-    Applied, Error, Header, MemberInfo, Node, NodeConfig, RaftLoop, RaftStatus, Recovered,
+    Applied, Error, Header, LeaseGrant, MemberInfo, Node, NodeConfig, RaftLoop, RaftStatus,
+    Recovered,
 };
 pub use wal_log::{RecoveredLog, WalLog, WalMetadata};

@@ -32,11 +32,14 @@ use raft::prelude::ReadState;
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 
+mod lease;
+
 use crate::checkpoint::{CheckpointConfig, Checkpointer};
 use crate::log_store::{LogError, LogStore};
 use crate::proposal::{DecodeError, Proposal, Request};
 use engine::btree::Db;
 use engine::mvcc::AppliedState;
+pub use lease::LeaseGrant;
 
 /// Errors of the consensus and apply layer; `net` maps each to etcd's
 /// gRPC status.
@@ -44,9 +47,15 @@ use engine::mvcc::AppliedState;
 pub enum Error {
     #[error(transparent)]
     Mvcc(#[from] engine::mvcc::Error),
-    /// A put names a lease that does not exist (no leases exist yet).
+    /// The lease named by a put, revoke or keep-alive does not exist.
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// LeaseGrant with an ID that is taken.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// LeaseGrant with a TTL above `engine::lease::MAX_LEASE_TTL`.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: server stopped")]
     Stopped,
     #[error("etcdserver: request timed out")]
@@ -90,6 +99,11 @@ pub struct NodeConfig {
     /// client URLs it advertises (`--advertise-client-urls`).
     pub name: String,
     pub client_urls: Vec<String>,
+    /// How often the leader checkpoints each long lease's remaining TTL
+    /// through Raft (etcd's lease checkpointing, on in ferrocd; etcd's
+    /// default interval, 5 min). Leases shorter than this are not
+    /// checkpointed.
+    pub lease_checkpoint_interval: Duration,
 }
 
 impl NodeConfig {
@@ -112,6 +126,7 @@ impl NodeConfig {
             members: Vec::new(),
             name: String::new(),
             client_urls: Vec::new(),
+            lease_checkpoint_interval: engine::lease::DEFAULT_CHECKPOINT_INTERVAL,
         }
     }
 }
@@ -133,6 +148,9 @@ pub enum Applied {
     Txn(TxnResponse),
     Compact(CompactResponse),
     Published,
+    LeaseGranted(LeaseGrant),
+    LeaseRevoked { revision: i64 },
+    LeaseCheckpointed,
 }
 
 /// One member as `MemberList` reports it.
@@ -205,6 +223,8 @@ struct Shared {
     /// Watchers of `store` (engine::watch). `apply` publishes every applied
     /// revision's events to it after releasing the store lock.
     watch: Arc<engine::watch::Hub>,
+    /// The leases (module `lease`). Lock order: `store`, then `lessor`.
+    lessor: std::sync::Mutex<engine::lease::Lessor>,
 }
 
 /// The watch hub reads history through the apply-layer store.
@@ -232,6 +252,8 @@ pub struct Node {
     /// Encoded Raft messages for peers, `(to, message)`; taken once by the
     /// peer transport (in `net`).
     outbound: std::sync::Mutex<Option<async_channel::Receiver<(u64, Vec<u8>)>>>,
+    /// Server-chosen lease IDs.
+    lease_ids: lease::LeaseIds,
 }
 
 impl Node {
@@ -328,6 +350,8 @@ impl Node {
             id: cfg.member_id,
             ..Default::default()
         });
+        let lessor = lease::recover_lessor(&cfg, backend.as_ref().map(|(db, _)| &**db), &store)?;
+        let lease_ids = lease::LeaseIds::new(cfg.member_id);
         let shared = Arc::new(Shared {
             cfg,
             store: RwLock::new(store),
@@ -342,6 +366,7 @@ impl Node {
             members: RwLock::new(members),
             next_id: AtomicU64::new(1),
             watch,
+            lessor: std::sync::Mutex::new(lessor),
         });
         let checkpointer = match backend {
             Some((db, ccfg)) => Some(
@@ -356,6 +381,7 @@ impl Node {
             shared: shared.clone(),
             tx,
             outbound: std::sync::Mutex::new(Some(out_rx)),
+            lease_ids,
         });
         let lp = RaftLoop {
             raw,
@@ -548,8 +574,8 @@ impl Node {
         Ok(self.read_store()?.range(req)?)
     }
 
+    /// A put; its lease (if any) is checked when the entry is applied.
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, Error> {
-        check_lease(&req)?;
         match self.propose(Request::Put(req)).await? {
             Applied::Put(r) => Ok(r),
             _ => Err(Error::Stopped),
@@ -575,7 +601,6 @@ impl Node {
             }
             return Ok(self.write_store()?.txn(&req)?);
         }
-        check_txn_leases(&req)?;
         match self.propose(Request::Txn(req)).await? {
             Applied::Txn(r) => Ok(r),
             _ => Err(Error::Stopped),
@@ -601,32 +626,18 @@ fn is_read_only(t: &TxnRequest) -> bool {
     })
 }
 
-fn check_lease(req: &PutRequest) -> Result<(), Error> {
-    // No lease can exist until the lease issue lands; etcd refuses a put
-    // naming an unknown lease before applying anything.
-    if req.lease != 0 {
-        return Err(Error::LeaseNotFound);
+/// Applies one request to the store and the lessor. Deterministic: every
+/// member computes the same result from the same entry. Lease checks happen
+/// here, at apply time, as in etcd (module `lease`).
+fn apply_request(
+    store: &mut Store,
+    lessor: &mut engine::lease::Lessor,
+    members: &Members,
+    req: &Request,
+) -> Result<Applied, Error> {
+    if let Some(r) = lease::apply_with_leases(store, lessor, req) {
+        return r;
     }
-    Ok(())
-}
-
-// etcd checks only the branch the compares select; without leases any lease
-// in either branch is unknown, so checking both differs only when the
-// offending put sits in the branch that would not run.
-fn check_txn_leases(req: &TxnRequest) -> Result<(), Error> {
-    for op in req.success.iter().chain(req.failure.iter()) {
-        match op {
-            RequestOp::Put(p) => check_lease(p)?,
-            RequestOp::Txn(t) => check_txn_leases(t)?,
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Applies one request to the store. Deterministic: every member computes
-/// the same result from the same entry.
-fn apply_request(store: &mut Store, members: &Members, req: &Request) -> Result<Applied, Error> {
     Ok(match req {
         Request::Publish {
             member_id,
@@ -642,10 +653,14 @@ fn apply_request(store: &mut Store, members: &Members, req: &Request) -> Result<
             }
             Applied::Published
         }
-        Request::Put(p) => Applied::Put(store.put(p)?),
-        Request::DeleteRange(d) => Applied::DeleteRange(store.delete_range(d)?),
-        Request::Txn(t) => Applied::Txn(store.txn(t)?),
         Request::Compact { revision, .. } => Applied::Compact(store.compact(*revision)?),
+        // Handled by `lease::apply_with_leases`.
+        Request::Put(_)
+        | Request::DeleteRange(_)
+        | Request::Txn(_)
+        | Request::LeaseGrant { .. }
+        | Request::LeaseRevoke { .. }
+        | Request::LeaseCheckpoint(_) => return Err(Error::Stopped),
     })
 }
 
@@ -707,6 +722,7 @@ impl RaftLoop {
             let now = Instant::now();
             if now >= next_tick {
                 self.raw.tick();
+                self.lease_tick();
                 next_tick = now + tick;
             } else if !self.raw.has_ready() {
                 let wait = next_tick - now;
@@ -808,12 +824,19 @@ impl RaftLoop {
             return Ok(());
         }
         let term = self.raw.raft.raft_log.term(applied).unwrap_or(0);
-        let cp = self
-            .shared
-            .store
-            .write()
-            .map_err(|_| Error::Stopped)?
-            .take_checkpoint();
+        // Keys and leases as of the same applied index, for one commit.
+        let cp = {
+            let mut store = self.shared.store.write().map_err(|_| Error::Stopped)?;
+            let mut cp = store.take_checkpoint();
+            cp.set_leases(
+                self.shared
+                    .lessor
+                    .lock()
+                    .map_err(|_| Error::Stopped)?
+                    .take_changes(),
+            );
+            cp
+        };
         c.submit(
             cp,
             AppliedState {
@@ -928,6 +951,7 @@ impl RaftLoop {
             }
         }
         self.maybe_publish();
+        self.update_lessor();
     }
 
     /// Proposes this member's name and client URLs once it serves, and
@@ -1062,6 +1086,7 @@ impl RaftLoop {
         let published;
         {
             let mut store = self.shared.store.write().map_err(|_| Error::Stopped)?;
+            let mut lessor = self.shared.lessor.lock().map_err(|_| Error::Stopped)?;
             let watching = self.shared.watch.has_watchers();
             for e in &entries {
                 match e.get_entry_type() {
@@ -1072,7 +1097,12 @@ impl RaftLoop {
                         }
                         let p = Proposal::decode(&e.data)?;
                         let before = store.current_revision();
-                        let result = apply_request(&mut store, &self.shared.members, &p.request);
+                        let result = apply_request(
+                            &mut store,
+                            &mut lessor,
+                            &self.shared.members,
+                            &p.request,
+                        );
                         if watching {
                             engine::watch::collect_events(&store, before, &mut events);
                         }

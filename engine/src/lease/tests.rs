@@ -94,10 +94,12 @@ fn only_the_primary_keeps_deadlines_and_expires_leases_in_deadline_order() {
     assert_eq!(l.expired(t0 + s(11), 10), vec![LeaseId(2)]);
     // Reported once, then only again after the retry interval.
     assert!(l.expired(t0 + s(12), 10).is_empty());
+    // Lease 2 is due again at its retry time (t0+18 s), before the
+    // deadlines of 3 (t0+20 s) and 1 (t0+31 s).
     assert_eq!(
         l.expired(t0 + s(40), 10),
-        vec![LeaseId(3), LeaseId(1), LeaseId(2)],
-        "soonest deadline first"
+        vec![LeaseId(2), LeaseId(3), LeaseId(1)],
+        "soonest first"
     );
     // The limit holds back the rest.
     assert_eq!(l.expired(t0 + s(100), 1).len(), 1);

@@ -20,6 +20,7 @@ mod errors;
 mod harness;
 mod http;
 mod kv_compare;
+mod lease;
 mod lifecycle;
 mod mask;
 mod selfcheck;
