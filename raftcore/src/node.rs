@@ -169,6 +169,9 @@ type Members = RwLock<std::collections::BTreeMap<u64, MemberInfo>>;
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
+/// How long a ReadIndex request may go unanswered before it is asked again.
+const READ_RETRY: Duration = Duration::from_millis(500);
+
 /// Raft entries kept behind a checkpoint for members that lag (etcd's
 /// `--experimental-snapshot-catchup-entries` default).
 const CATCHUP_ENTRIES: u64 = 5000;
@@ -392,6 +395,7 @@ impl Node {
             unproposed: Vec::new(),
             pending_reads: Vec::new(),
             read_batches: HashMap::new(),
+            read_issued: VecDeque::new(),
             reads_after_apply: VecDeque::new(),
             read_seq: 0,
             checkpointer,
@@ -680,6 +684,10 @@ pub struct RaftLoop {
     pending_reads: Vec<Reply<()>>,
     /// ReadIndex requests in flight, by context.
     read_batches: HashMap<u64, Vec<Reply<()>>>,
+    /// When each ReadIndex request went out, oldest first. Raft does not
+    /// retry a ReadIndex whose message or answer was lost between members,
+    /// so a batch unanswered after `READ_RETRY` is asked again.
+    read_issued: VecDeque<(u64, Instant)>,
     /// Reads whose index is known, waiting for apply to reach it.
     /// Invariant: ordered by index.
     reads_after_apply: VecDeque<(u64, Vec<Reply<()>>)>,
@@ -759,12 +767,14 @@ impl RaftLoop {
                 self.handle(cmd);
             }
             self.retry_unproposed();
+            self.reissue_stale_reads();
             if !self.pending_reads.is_empty() && self.shared.leader.load(Ordering::Acquire) != 0 {
                 let seq = self.read_seq;
                 self.read_seq += 1;
                 self.raw.read_index(seq.to_le_bytes().to_vec());
                 self.read_batches
                     .insert(seq, std::mem::take(&mut self.pending_reads));
+                self.read_issued.push_back((seq, Instant::now()));
             }
             if self.raw.has_ready() {
                 if let Err(e) = self.on_ready(&mut log).await {
@@ -902,6 +912,24 @@ impl RaftLoop {
                 // A message from a member we do not know, or a stale one:
                 // raft drops or answers it; an error is not ours to report.
                 let _ = self.raw.step(*m);
+            }
+        }
+    }
+
+    /// Re-queues read batches whose ReadIndex went unanswered for too long.
+    fn reissue_stale_reads(&mut self) {
+        while let Some(&(seq, at)) = self.read_issued.front() {
+            if !self.read_batches.contains_key(&seq) {
+                self.read_issued.pop_front();
+                continue;
+            }
+            if at.elapsed() < READ_RETRY {
+                break;
+            }
+            self.read_issued.pop_front();
+            if let Some(batch) = self.read_batches.remove(&seq) {
+                self.pending_reads
+                    .extend(batch.into_iter().filter(|r| !r.is_canceled()));
             }
         }
     }

@@ -295,10 +295,21 @@ impl Node {
     /// LeaseTimeToLive on the leader (etcd asks the leader: only it knows
     /// deadlines). `Ok(None)` for an unknown lease; `NotLeader` on another
     /// member (the caller forwards).
+    ///
+    /// The primary check and the lookup happen under one lock, so a demotion
+    /// in between cannot leak a follower's "no deadline" TTL (9223372036 s,
+    /// the race etcd fixed in etcd#17642).
     pub async fn lease_time_to_live(&self, id: i64) -> Result<Option<LeaseInfo>, Error> {
         let deadline = Instant::now() + self.shared.cfg.request_timeout;
-        self.wait_primary(deadline).await?;
-        Ok(self.lessor()?.time_to_live(LeaseId(id), Instant::now()))
+        loop {
+            {
+                let l = self.lessor()?;
+                if l.is_primary() {
+                    return Ok(l.time_to_live(LeaseId(id), Instant::now()));
+                }
+            }
+            self.wait_primary(deadline).await?;
+        }
     }
 
     /// LeaseLeases: this member's leases, soonest deadline first.
