@@ -465,11 +465,11 @@ fn leases_survive_restart(kind: Kind) -> Vec<String> {
     wait_ready(&server);
     let mut seen = vec![
         ctl_ok(&server, &["lease", "list"]).replace(&a, "<a>"),
-        String::from_utf8_lossy(&mask_remaining(
+        String::from_utf8_lossy(&sort_keys(&mask_remaining(
             ctl_ok(&server, &["lease", "timetolive", &a, "--keys"]).as_bytes(),
             kind.label(),
             "lease timetolive --keys after restart",
-        ))
+        )))
         .replace(&a, "<a>"),
         ctl_ok(&server, &["lease", "timetolive", &b]).replace(&b, "<b>"),
         ctl_ok(&server, &["lease", "keep-alive", "--once", &a]).replace(&a, "<a>"),
