@@ -754,9 +754,15 @@ impl RaftLoop {
                 match got {
                     Wake::Cmd(Ok(cmd)) => self.handle(cmd),
                     Wake::Cmd(Err(_)) => return Ok(()),
-                    Wake::Checkpointed(r) => {
-                        let st = r.map_err(Error::Backend)?;
+                    Wake::Checkpointed(Ok(st)) => {
                         self.on_checkpointed(&mut log, st).await?;
+                    }
+                    // A failed B-tree commit (e.g. fdatasync error) poisons
+                    // the file: everything acknowledged is still in the WAL,
+                    // so refuse writes, keep serving reads, and let a
+                    // restart recover from disk.
+                    Wake::Checkpointed(Err(msg)) => {
+                        return self.serve_poisoned(format!("backend: {msg}")).await;
                     }
                     Wake::Tick => {}
                 }
