@@ -16,4 +16,6 @@ pub mod pb;
 pub mod peer;
 pub mod server;
 pub mod shutdown;
+pub mod v3election;
+pub mod v3lock;
 pub mod watch;

@@ -188,6 +188,8 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             crate::maintenance::register(&mut router, node.clone());
             crate::cluster::register(&mut router, node.clone());
             crate::lease::register(&mut router, node.clone());
+            crate::v3lock::register(&mut router, node.clone());
+            crate::v3election::register(&mut router, node.clone());
             let router = Rc::new(router);
             let cfg = Rc::new(grpc.clone());
             let shutdown = Trigger::new();

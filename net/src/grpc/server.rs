@@ -299,7 +299,17 @@ async fn handle_stream(
                 };
                 f(body, info).await
             };
-            let result = with_deadline(deadline, call).await;
+            // A client that resets the stream (cancels the call) is not
+            // waiting any more: drop the handler, as grpc-go cancels the
+            // handler's context (long waits such as Lock clean up on drop).
+            let result = {
+                let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+                future::or(with_deadline(deadline, call), async {
+                    let _ = reset.await;
+                    Err(Status::new(Code::CANCELLED, "context canceled"))
+                })
+                .await
+            };
             match result {
                 Ok(frame) => {
                     let headers = ok_headers();

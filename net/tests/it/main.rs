@@ -2,6 +2,7 @@
 //! `net::server::run` the ferrocd binary uses) driven over real sockets.
 
 mod bad_input;
+mod observe;
 mod python_client;
 mod support;
 mod watch;

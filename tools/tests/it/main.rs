@@ -22,6 +22,7 @@ mod http;
 mod kv_compare;
 mod lease;
 mod lifecycle;
+mod lock;
 mod mask;
 mod selfcheck;
 mod txn_compare;
