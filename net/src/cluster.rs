@@ -26,14 +26,8 @@ pub fn register(router: &mut Router, node: Arc<Node>) {
                 let rev = n
                     .current_revision()
                     .map_err(|e| crate::errors::status_of(&e))?;
-                let h = n.header(rev);
                 Ok::<_, Status>(pb::MemberListResponse {
-                    header: Some(pb::ResponseHeader {
-                        cluster_id: h.cluster_id,
-                        member_id: h.member_id,
-                        revision: h.revision,
-                        raft_term: h.raft_term,
-                    }),
+                    header: Some(n.header(rev).into()),
                     members: n
                         .members()
                         .into_iter()

@@ -84,13 +84,7 @@ pub fn register(router: &mut Router, node: Arc<Node>, limits: KvLimits) {
 
 impl KvService {
     fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
-        let h = self.node.header(revision);
-        Some(pb::ResponseHeader {
-            cluster_id: h.cluster_id,
-            member_id: h.member_id,
-            revision: h.revision,
-            raft_term: h.raft_term,
-        })
+        Some(self.node.header(revision).into())
     }
 
     /// etcd refuses proposals larger than --max-request-bytes; the proposal

@@ -170,13 +170,7 @@ enum Forwarded<T> {
 
 impl LeaseService {
     fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
-        let h = self.node.header(revision);
-        Some(pb::ResponseHeader {
-            cluster_id: h.cluster_id,
-            member_id: h.member_id,
-            revision: h.revision,
-            raft_term: h.raft_term,
-        })
+        Some(self.node.header(revision).into())
     }
 
     /// The header etcd's `hdr.fill` makes: this member's current revision.

@@ -79,13 +79,7 @@ fn header(n: &Node) -> Result<Option<pb::ResponseHeader>, Status> {
     let rev = n
         .current_revision()
         .map_err(|e| crate::errors::status_of(&e))?;
-    let h = n.header(rev);
-    Ok(Some(pb::ResponseHeader {
-        cluster_id: h.cluster_id,
-        member_id: h.member_id,
-        revision: h.revision,
-        raft_term: h.raft_term,
-    }))
+    Ok(Some(n.header(rev).into()))
 }
 
 fn status(n: &Node) -> Result<pb::StatusResponse, Status> {

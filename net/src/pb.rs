@@ -17,3 +17,14 @@ pub mod v3lockpb {
 pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
 }
+
+impl From<raftcore::Header> for etcdserverpb::ResponseHeader {
+    fn from(h: raftcore::Header) -> Self {
+        etcdserverpb::ResponseHeader {
+            cluster_id: h.cluster_id,
+            member_id: h.member_id,
+            revision: h.revision,
+            raft_term: h.raft_term,
+        }
+    }
+}

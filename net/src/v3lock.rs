@@ -60,13 +60,7 @@ pub(crate) fn unknown(st: Status) -> Status {
 
 /// The response header etcd's client responses carry.
 pub(crate) fn header(node: &Node, revision: i64) -> Option<pb::ResponseHeader> {
-    let h = node.header(revision);
-    Some(pb::ResponseHeader {
-        cluster_id: h.cluster_id,
-        member_id: h.member_id,
-        revision: h.revision,
-        raft_term: h.raft_term,
-    })
+    Some(node.header(revision).into())
 }
 
 pub(crate) fn kv_to_pb(kv: mvcc::KeyValue) -> mvccpb::KeyValue {

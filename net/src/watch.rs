@@ -107,13 +107,7 @@ enum Wake {
 
 impl WatchService {
     fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
-        let h = self.node.header(revision);
-        Some(pb::ResponseHeader {
-            cluster_id: h.cluster_id,
-            member_id: h.member_id,
-            revision: h.revision,
-            raft_term: h.raft_term,
-        })
+        Some(self.node.header(revision).into())
     }
 
     fn progress_interval(&self) -> Duration {
