@@ -401,6 +401,7 @@ impl Node {
             checkpointer,
             transfers: Vec::new(),
             published_at: None,
+            published: false,
         };
         Ok((node, lp))
     }
@@ -698,6 +699,8 @@ pub struct RaftLoop {
     transfers: Vec<(u64, Reply<()>)>,
     /// When this member last proposed its attributes (etcd's publish).
     published_at: Option<Instant>,
+    /// Its attributes are applied: stop checking on every Ready.
+    published: bool,
 }
 
 /// The state a node starts from besides its Raft log.
@@ -991,7 +994,7 @@ impl RaftLoop {
     /// Proposes this member's name and client URLs once it serves, and
     /// again every few seconds until they are applied (etcd's publish).
     fn maybe_publish(&mut self) {
-        if !self.shared.serving.load(Ordering::Acquire) {
+        if self.published || !self.shared.serving.load(Ordering::Acquire) {
             return;
         }
         let me = self.shared.cfg.member_id;
@@ -1005,10 +1008,14 @@ impl RaftLoop {
                 })
             })
             .unwrap_or(true);
-        if done
-            || self
-                .published_at
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(3))
+        if done {
+            // Applied: nothing more to do for this process's life.
+            self.published = true;
+            return;
+        }
+        if self
+            .published_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(3))
         {
             return;
         }
