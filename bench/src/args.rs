@@ -83,6 +83,14 @@ impl Default for PutArgs {
     }
 }
 
+/// `txn-put`: etcd's txn_put.go: each request is one txn of `txn_ops`
+/// puts (no compares).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TxnPutArgs {
+    pub put: PutArgs,
+    pub txn_ops: usize,
+}
+
 /// `range`: etcd's range.go.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RangeArgs {
@@ -96,6 +104,7 @@ pub struct RangeArgs {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     Put(PutArgs),
+    TxnPut(TxnPutArgs),
     Range(RangeArgs),
 }
 
@@ -103,6 +112,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Put(_) => "put",
+            Command::TxnPut(_) => "txn-put",
             Command::Range(_) => "range",
         }
     }
@@ -110,6 +120,7 @@ impl Command {
     pub fn total(&self) -> u64 {
         match self {
             Command::Put(p) => p.total,
+            Command::TxnPut(t) => t.put.total,
             Command::Range(r) => r.total,
         }
     }
@@ -224,6 +235,7 @@ where
         serializable: false,
     };
     let mut consistency = "l".to_string();
+    let mut txn_ops: usize = 1;
 
     for (name, value) in flags {
         let v = value.as_deref();
@@ -259,10 +271,11 @@ where
                     global.server_pids.push(number(&name, p)?);
                 }
             }
-            ("put", "total") => put.total = number(&name, &need(v)?)?,
-            ("put", "key-size") => put.key_size = number(&name, &need(v)?)?,
-            ("put", "val-size") => put.val_size = number(&name, &need(v)?)?,
-            ("put", "key-space-size") => {
+            ("put" | "txn-put", "total") => put.total = number(&name, &need(v)?)?,
+            ("put" | "txn-put", "key-size") => put.key_size = number(&name, &need(v)?)?,
+            ("put" | "txn-put", "val-size") => put.val_size = number(&name, &need(v)?)?,
+            ("txn-put", "txn-ops") => txn_ops = number(&name, &need(v)?)?,
+            ("put" | "txn-put", "key-space-size") => {
                 // etcd: "expected positive --key-space-size".
                 let n: i64 = number(&name, &need(v)?)?;
                 if n <= 0 {
@@ -294,6 +307,21 @@ where
             crate::keys::check_key_size(put.key_size, put.key_space_size)
                 .map_err(ParseError::Usage)?;
             Command::Put(put)
+        }
+        "txn-put" => {
+            if !rest.is_empty() {
+                return usage(format!("txn-put takes no arguments, got {rest:?}"));
+            }
+            if txn_ops == 0 {
+                return usage("--txn-ops must be at least 1");
+            }
+            // etcd's default key space for txn-put is the total (txn_put.go).
+            if put.key_space_size == 1 {
+                put.key_space_size = put.total.saturating_mul(txn_ops as u64).max(1);
+            }
+            crate::keys::check_key_size(put.key_size, put.key_space_size)
+                .map_err(ParseError::Usage)?;
+            Command::TxnPut(TxnPutArgs { put, txn_ops })
         }
         "range" => {
             if rest.is_empty() || rest.len() > 2 {
@@ -425,5 +453,21 @@ mod tests {
         assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("s"), None);
+    }
+
+    #[test]
+    fn txn_put_takes_put_flags_and_txn_ops() {
+        let a = p("txn-put --total 10 --txn-ops 4 --val-size 16").unwrap();
+        let Command::TxnPut(t) = a.command else {
+            panic!("not txn-put")
+        };
+        assert_eq!((t.put.total, t.txn_ops, t.put.val_size), (10, 4, 16));
+        assert_eq!(t.put.key_space_size, 40, "etcd's default key space: total");
+        assert!(p("txn-put --txn-ops 0").is_err());
+        assert!(p("txn-put extra").is_err());
+        assert!(
+            p("put --txn-ops 2").is_err(),
+            "--txn-ops belongs to txn-put"
+        );
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use net::client::{Client, ClientConfig};
-use net::pb::etcdserverpb::{PutRequest, RangeRequest};
+use net::pb::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp, TxnRequest};
 
 use crate::args::{Args, Command};
 use crate::cpu;
@@ -77,7 +77,7 @@ pub fn run(args: &Args) -> Result<Report, RunError> {
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let value = match &args.command {
-        Command::Put(p) => {
+        Command::Put(p) | Command::TxnPut(crate::args::TxnPutArgs { put: p, .. }) => {
             let mut v = vec![0u8; p.val_size];
             fastrand::Rng::new().fill(&mut v);
             v
@@ -249,6 +249,40 @@ async fn client_loop(
                 };
                 let t0 = Instant::now();
                 let r = client.put(&req).await.map(drop);
+                finish(t0, r, &rec, &last_done);
+            }
+        }
+        Command::TxnPut(t) => {
+            let p = &t.put;
+            let mut keys = KeyGen::new(
+                p.key_space_size,
+                p.sequential_keys,
+                fastrand::u64(..) ^ i as u64,
+            );
+            loop {
+                let n = plan.next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                // Distinct keys within one txn (etcd refuses duplicates).
+                let mut seen = std::collections::HashSet::new();
+                let success = (0..t.txn_ops as u64)
+                    .map(|j| keys.key_number(n.wrapping_mul(t.txn_ops as u64).wrapping_add(j)))
+                    .filter(|k| seen.insert(*k))
+                    .map(|k| RequestOp {
+                        request: Some(request_op::Request::RequestPut(PutRequest {
+                            key: key_bytes(k, p.key_size),
+                            value: plan.value.clone(),
+                            ..PutRequest::default()
+                        })),
+                    })
+                    .collect();
+                let req = TxnRequest {
+                    success,
+                    ..TxnRequest::default()
+                };
+                let t0 = Instant::now();
+                let r = client.txn(&req).await.map(drop);
                 finish(t0, r, &rec, &last_done);
             }
         }
