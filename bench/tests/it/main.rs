@@ -99,7 +99,15 @@ fn ferrobench_drives_real_etcd() {
             "--val-size",
             "64",
         ],
-        vec!["txn-put", "--total", "500", "--clients", "8", "--txn-ops", "4"],
+        vec![
+            "txn-put",
+            "--total",
+            "500",
+            "--clients",
+            "8",
+            "--txn-ops",
+            "4",
+        ],
         vec!["range", "foo", "--total", "1000", "--clients", "8"],
         vec!["range", "foo", "--total", "1000", "--consistency", "s"],
     ] {
