@@ -1587,11 +1587,7 @@ mod cluster_tests {
     //! Three members in one process, wired by channels (no sockets): the
     //! Raft path of a cluster, with a switch to cut a member off.
     use super::*;
-    use crate::log_store::MemLog;
     use glommio::LocalExecutorBuilder;
-    use std::cell::RefCell;
-    use std::collections::HashSet;
-    use std::rc::Rc;
 
     fn put(k: &str, v: &str) -> PutRequest {
         PutRequest {
@@ -1624,37 +1620,9 @@ mod cluster_tests {
         LocalExecutorBuilder::default()
             .io_memory(1 << 20)
             .spawn(|| async {
-                let ids = [11u64, 22, 33];
-                let cut: Rc<RefCell<HashSet<u64>>> = Rc::default();
-                let mut nodes = Vec::new();
-                for id in ids {
-                    let mut cfg = NodeConfig::new(1, id);
-                    cfg.voters = ids.to_vec();
-                    cfg.heartbeat = Duration::from_millis(10);
-                    cfg.request_timeout = Duration::from_secs(3);
-                    let log = crate::wal_log::bootstrap_log(&ids).unwrap();
-                    let (node, lp) = Node::start(cfg, log).unwrap();
-                    glommio::spawn_local(lp.run(MemLog::default())).detach();
-                    nodes.push(node);
-                }
-                // The network: each member's outbound queue feeds the others.
-                for (i, n) in nodes.iter().enumerate() {
-                    let out = n.take_outbound().unwrap();
-                    let peers = nodes.clone();
-                    let cut = cut.clone();
-                    let from = ids[i];
-                    glommio::spawn_local(async move {
-                        while let Ok((to, m)) = out.recv().await {
-                            if cut.borrow().contains(&from) || cut.borrow().contains(&to) {
-                                continue;
-                            }
-                            if let Some(p) = ids.iter().position(|x| *x == to) {
-                                let _ = peers[p].step(&m).await;
-                            }
-                        }
-                    })
-                    .detach();
-                }
+                const IDS: &[u64] = &[11, 22, 33];
+                let ids = IDS;
+                let (nodes, cut) = super::test_cluster::start(IDS, |_| {});
                 let leader = leader_of(&nodes).await;
                 assert!(ids.contains(&leader));
                 for n in &nodes {
@@ -1721,5 +1689,59 @@ mod cluster_tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+}
+
+/// Test helper shared by the in-process cluster tests: members wired by
+/// channels instead of sockets, with a switch to cut members off.
+#[cfg(test)]
+pub(crate) mod test_cluster {
+    use super::*;
+    use crate::log_store::MemLog;
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+    use std::rc::Rc;
+
+    /// Members cut off from the network (messages from or to them are dropped).
+    pub(crate) type Cut = Rc<RefCell<HashSet<u64>>>;
+
+    /// Starts one member per id (10 ms heartbeat, 3 s request timeout,
+    /// `tweak` for anything else) on the current executor and wires their
+    /// outbound queues to each other.
+    pub(crate) fn start(
+        ids: &'static [u64],
+        tweak: impl Fn(&mut NodeConfig),
+    ) -> (Vec<Arc<Node>>, Cut) {
+        let cut: Cut = Rc::default();
+        let mut nodes = Vec::new();
+        for &id in ids {
+            let mut cfg = NodeConfig::new(1, id);
+            cfg.voters = ids.to_vec();
+            cfg.heartbeat = Duration::from_millis(10);
+            cfg.request_timeout = Duration::from_secs(3);
+            tweak(&mut cfg);
+            let log = crate::wal_log::bootstrap_log(ids).unwrap();
+            let (node, lp) = Node::start(cfg, log).unwrap();
+            glommio::spawn_local(lp.run(MemLog::default())).detach();
+            nodes.push(node);
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            let out = n.take_outbound().unwrap();
+            let peers = nodes.clone();
+            let cut = cut.clone();
+            let from = ids[i];
+            glommio::spawn_local(async move {
+                while let Ok((to, m)) = out.recv().await {
+                    if cut.borrow().contains(&from) || cut.borrow().contains(&to) {
+                        continue;
+                    }
+                    if let Some(p) = ids.iter().position(|x| *x == to) {
+                        let _ = peers[p].step(&m).await;
+                    }
+                }
+            })
+            .detach();
+        }
+        (nodes, cut)
     }
 }

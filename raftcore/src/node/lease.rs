@@ -677,41 +677,12 @@ mod tests {
     /// its last checkpoint, not from its full TTL.
     #[test]
     fn remaining_ttl_survives_a_leader_change() {
-        use std::cell::RefCell;
-        use std::collections::HashSet;
-        use std::rc::Rc;
         run(|| async {
-            let ids = [11u64, 22, 33];
-            let cut: Rc<RefCell<HashSet<u64>>> = Rc::default();
-            let mut nodes = Vec::new();
-            for id in ids {
-                let mut cfg = NodeConfig::new(1, id);
-                cfg.voters = ids.to_vec();
-                cfg.heartbeat = Duration::from_millis(10);
-                cfg.request_timeout = Duration::from_secs(3);
+            const IDS: &[u64] = &[11, 22, 33];
+            let ids = IDS;
+            let (nodes, cut) = crate::node::test_cluster::start(IDS, |cfg| {
                 cfg.lease_checkpoint_interval = Duration::from_secs(1);
-                let log = crate::wal_log::bootstrap_log(&ids).unwrap();
-                let (node, lp) = Node::start(cfg, log).unwrap();
-                glommio::spawn_local(lp.run(MemLog::default())).detach();
-                nodes.push(node);
-            }
-            for (i, n) in nodes.iter().enumerate() {
-                let out = n.take_outbound().unwrap();
-                let peers = nodes.clone();
-                let cut = cut.clone();
-                let from = ids[i];
-                glommio::spawn_local(async move {
-                    while let Ok((to, m)) = out.recv().await {
-                        if cut.borrow().contains(&from) || cut.borrow().contains(&to) {
-                            continue;
-                        }
-                        if let Some(p) = ids.iter().position(|x| *x == to) {
-                            let _ = peers[p].step(&m).await;
-                        }
-                    }
-                })
-                .detach();
-            }
+            });
             for n in &nodes {
                 assert!(n.wait_leader(Duration::from_secs(5)).await);
             }
