@@ -27,3 +27,4 @@ mod mask;
 mod selfcheck;
 mod txn_compare;
 mod watch;
+mod watchck;

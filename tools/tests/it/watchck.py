@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""Driver of the watch-guarantee checker (tools/tests/it/watchck.rs).
+
+A real gRPC client (grpcio with the etcd stubs shipped in the python `etcd3`
+package) runs, against one server:
+
+* one writer: a random history of puts, deletes (single keys and ranges),
+  multi-op txns and compactions, each logged with the revision the server
+  answered;
+* several watchers, one watch per stream, each with its own key range and
+  options (prev_kv, progress_notify, a filter, fragment). A watcher drops its
+  stream at random moments (sometimes its whole channel) and resumes from
+  the revision after the last one it has seen (the last event, or sometimes
+  the last progress notification: a bookmark); now and then it asks for
+  progress. Everything each stream received is logged, in order.
+
+At the end every watcher runs until it has seen the final revision, a probe
+watches from revision 1 after a compaction (must be canceled with that
+compact revision), and the whole key space is read. The log goes to stdout
+as JSON; the Rust side models the history from the writer log and checks.
+
+The `etcd3` package's stubs predate `progress_request`, `watch_id`,
+`fragment`: the Watch messages are rebuilt here from its descriptors with
+those fields added (field numbers of etcd v3.5's rpc.proto).
+
+Usage: watchck.py ENDPOINT SEED SECONDS [no-tombstone-compactions]
+
+With `no-tombstone-compactions` the writer never compacts at a revision
+that deleted something (etcd v3.5.1, and ferrocd with it, drop the
+tombstone at the compaction revision, so a watch from that revision misses
+the delete: etcd#18089, fixed in etcd v3.5.15).
+"""
+
+import json
+import queue
+import random
+import sys
+import threading
+import time
+import zlib
+
+import grpc
+from etcd3.etcdrpc import auth_pb2, kv_pb2, rpc_pb2, rpc_pb2_grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+# ---------------------------------------------------------------------------
+# Watch messages with etcd v3.5's fields
+# ---------------------------------------------------------------------------
+
+
+def _watch_messages():
+    fdp = descriptor_pb2.FileDescriptorProto.FromString(rpc_pb2.DESCRIPTOR.serialized_pb)
+    msgs = {m.name: m for m in fdp.message_type}
+    F = descriptor_pb2.FieldDescriptorProto
+    prog = fdp.message_type.add()
+    prog.name = "WatchProgressRequest"
+    wr = msgs["WatchRequest"]
+    f = wr.field.add(name="progress_request", number=3, type=F.TYPE_MESSAGE,
+                     label=F.LABEL_OPTIONAL, type_name=".etcdserverpb.WatchProgressRequest")
+    f.oneof_index = 0
+    wc = msgs["WatchCreateRequest"]
+    if "watch_id" not in [x.name for x in wc.field]:
+        wc.field.add(name="watch_id", number=7, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
+    if "fragment" not in [x.name for x in wc.field]:
+        wc.field.add(name="fragment", number=8, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
+    wresp = msgs["WatchResponse"]
+    if "fragment" not in [x.name for x in wresp.field]:
+        wresp.field.add(name="fragment", number=7, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(kv_pb2.DESCRIPTOR.serialized_pb))
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(auth_pb2.DESCRIPTOR.serialized_pb))
+    pool.Add(fdp)
+    factory = message_factory.MessageFactory(pool)
+
+    def cls(name):
+        return factory.GetPrototype(pool.FindMessageTypeByName("etcdserverpb." + name))
+
+    return cls("WatchRequest"), cls("WatchResponse")
+
+
+WatchRequest, WatchResponse = _watch_messages()
+
+# ---------------------------------------------------------------------------
+# Key space and values
+# ---------------------------------------------------------------------------
+
+KEYS = [b"w/" + bytes([c]) for c in b"abcdefgh"] + [b"x/a", b"x/b"]
+BIG = 60 * 1024
+
+
+def show(b):
+    """A value as logged: itself if short, else its length and CRC."""
+    if len(b) > 64:
+        return "len%d:crc%08x" % (len(b), zlib.crc32(b))
+    return b.decode("latin-1")
+
+
+def kv_json(kv):
+    return [kv.key.decode("latin-1"), show(kv.value), kv.create_revision,
+            kv.mod_revision, kv.version, kv.lease]
+
+
+# The watchers: key, range_end, options. One watch per stream.
+WATCHERS = [
+    dict(key=b"w/", end=b"w0", prev_kv=True, progress=True, fragment=True),
+    dict(key=b"w/c", end=b"", prev_kv=True, progress=False),
+    dict(key=b"w/b", end=b"w/e", prev_kv=False, progress=True),
+    dict(key=b"\0", end=b"\0", prev_kv=True, progress=True, fragment=True),
+    dict(key=b"w/", end=b"w0", prev_kv=False, progress=False, filters=[1]),  # NODELETE
+    dict(key=b"w/e", end=b"\0", prev_kv=False, progress=True, filters=[0]),  # NOPUT
+]
+
+
+def now_rev(kv):
+    return kv.Range(rpc_pb2.RangeRequest(key=b"\0", limit=1)).header.revision
+
+
+class Writer:
+    def __init__(self, channel, rng, log):
+        self.kv = rpc_pb2_grpc.KVStub(channel)
+        self.rng = rng
+        self.log = log
+        self.seq = 0
+        self.last_compact = 0
+        # Set before a Compact is sent: no compaction above it is in effect.
+        self.compact_hi = 0
+        self.keep_from = None
+        self.avoid = set()
+        self.avoid_tombstones = False
+
+    def logged(self, rev, ops):
+        if any(op[0] == "del" for op in ops):
+            self.avoid.add(rev)
+        self.log.append(dict(op="txn", rev=rev, ops=ops))
+
+    def value(self):
+        self.seq += 1
+        return ("v%d" % self.seq).encode()
+
+    def step(self):
+        r = self.rng.random()
+        kv = self.kv
+        if r < 0.40:
+            k = self.rng.choice(KEYS)
+            v = self.value()
+            rev = kv.Put(rpc_pb2.PutRequest(key=k, value=v)).header.revision
+            self.logged(rev, [["put", k.decode(), show(v)]])
+        elif r < 0.55:
+            if self.rng.random() < 0.7:
+                k, end = self.rng.choice(KEYS), b""
+            else:
+                k, end = self.rng.choice([(b"w/b", b"w/e"), (b"w/", b"w0"), (b"x/", b"x0")])
+            rev = kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=k, range_end=end)).header.revision
+            self.logged(rev, [["del", k.decode(), end.decode()]])
+        elif r < 0.95:
+            keys = self.rng.sample(KEYS, self.rng.randint(2, 4))
+            ops, reqs = [], []
+            for k in keys:
+                if self.rng.random() < 0.7:
+                    v = self.value()
+                    ops.append(["put", k.decode(), show(v)])
+                    reqs.append(rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k, value=v)))
+                else:
+                    ops.append(["del", k.decode(), ""])
+                    reqs.append(rpc_pb2.RequestOp(
+                        request_delete_range=rpc_pb2.DeleteRangeRequest(key=k)))
+            resp = kv.Txn(rpc_pb2.TxnRequest(success=reqs))
+            assert resp.succeeded
+            self.logged(resp.header.revision, ops)
+        else:
+            self.compact()
+
+    def compact(self):
+        cur = now_rev(self.kv)
+        lo = self.last_compact + 1
+        hi = cur - 3
+        if self.keep_from is not None:
+            # Keep the big revision until every fragment watcher got it.
+            hi = min(hi, self.keep_from())
+        if hi < lo:
+            return
+        rev = self.rng.randint(lo, hi)
+        if self.avoid_tombstones:
+            ok = [r for r in range(rev, hi + 1) if r not in self.avoid]
+            if not ok:
+                return
+            rev = ok[0]
+        self.compact_hi = rev
+        self.kv.Compact(rpc_pb2.CompactionRequest(revision=rev))
+        self.last_compact = rev
+        self.log.append(dict(op="compact", rev=rev))
+
+    def big_delete(self):
+        """Puts large values under w/big/, then deletes them all in one
+        revision: with prev_kv the response exceeds the fragment size."""
+        ops = []
+        for i in range(12):
+            k = b"w/big/%d" % i
+            v = bytes([97 + i]) * BIG
+            rev = self.kv.Put(rpc_pb2.PutRequest(key=k, value=v)).header.revision
+            self.logged(rev, [["put", k.decode(), show(v)]])
+        rev = self.kv.DeleteRange(
+            rpc_pb2.DeleteRangeRequest(key=b"w/big/", range_end=b"w/big0")).header.revision
+        self.logged(rev, [["del", "w/big/", "w/big0"]])
+        return rev
+
+
+class Watcher:
+    def __init__(self, idx, spec, endpoint, rng, stop, writer):
+        self.writer = writer
+        self.idx = idx
+        self.spec = spec
+        self.endpoint = endpoint
+        self.rng = rng
+        self.stop = stop
+        self.sessions = []
+        self.next_rev = 1
+        self.bookmark = 0
+        self.last_event = 0
+        self.error = None
+
+    def create(self, start):
+        s = self.spec
+        return WatchRequest(create_request=dict(
+            key=s["key"], range_end=s["end"], start_revision=start,
+            prev_kv=s.get("prev_kv", False), progress_notify=s.get("progress", False),
+            filters=s.get("filters", []), fragment=s.get("fragment", False)))
+
+    def session(self, channel, start, until_rev=None, max_secs=None):
+        """One stream from `start`; returns when dropped (at a random
+        moment, or once `until_rev` was seen) or canceled by the server."""
+        reqs = queue.Queue()
+        reqs.put(self.create(start))
+
+        def gen():
+            while True:
+                r = reqs.get()
+                if r is None:
+                    return
+                yield r
+
+        call = channel.stream_stream(
+            "/etcdserverpb.Watch/Watch",
+            request_serializer=WatchRequest.SerializeToString,
+            response_deserializer=WatchResponse.FromString)(gen())
+        # Compactions done before the create was sent: a start below them
+        # must be canceled.
+        rec = dict(start=start, compacted_before=self.writer.last_compact, responses=[],
+                   progress_requests=0, end="")
+        self.sessions.append(rec)
+        if max_secs is None:
+            max_secs = self.rng.choice([0.05, 0.2, 0.5, 1.0, 2.0])
+        timer = threading.Timer(max_secs, call.cancel)
+        timer.start()
+        # Ask for progress now and then (answered with watch_id -1).
+        def ask():
+            while not done.is_set():
+                time.sleep(self.rng.uniform(0.05, 0.4))
+                if done.is_set():
+                    break
+                rec["progress_requests"] += 1
+                reqs.put(WatchRequest(progress_request={}))
+        done = threading.Event()
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        try:
+            for resp in call:
+                rec["responses"].append(dict(
+                    compact_hi=self.writer.compact_hi,
+                    rev=resp.header.revision, watch_id=resp.watch_id,
+                    created=resp.created, canceled=resp.canceled,
+                    compact_revision=resp.compact_revision,
+                    cancel_reason=resp.cancel_reason, fragment=resp.fragment,
+                    events=[[e.type, kv_json(e.kv),
+                             kv_json(e.prev_kv) if e.HasField("prev_kv") else None]
+                            for e in resp.events]))
+                if resp.fragment:
+                    # Only a whole (reassembled) response counts as seen.
+                    pass
+                elif resp.events:
+                    self.last_event = resp.events[-1].kv.mod_revision
+                elif not resp.created and not resp.canceled and not resp.fragment:
+                    self.bookmark = max(self.bookmark, resp.header.revision)
+                if resp.canceled:
+                    rec["end"] = "canceled"
+                    break
+                if until_rev is not None and (
+                        self.last_event >= until_rev or self.bookmark >= until_rev):
+                    rec["end"] = "done"
+                    break
+        except grpc.RpcError as e:
+            rec["end"] = "dropped: %s" % e.code()
+        finally:
+            done.set()
+            timer.cancel()
+            call.cancel()
+            reqs.put(None)
+        return rec
+
+    def resume_point(self):
+        nxt = self.last_event + 1
+        if self.rng.random() < 0.5:
+            nxt = max(nxt, self.bookmark + 1)
+        return max(nxt, self.next_rev)
+
+    def run(self):
+        try:
+            channel = grpc.insecure_channel(self.endpoint)
+            while not self.stop.is_set():
+                rec = self.session(channel, self.resume_point())
+                if rec["end"] == "canceled":
+                    c = rec["responses"][-1]["compact_revision"]
+                    if c:
+                        # Events before the compaction are gone: go on
+                        # from the compact revision, as clients do.
+                        self.next_rev = c
+                        self.last_event = max(self.last_event, c - 1)
+                    else:
+                        raise RuntimeError("canceled: %r" % rec["responses"][-1])
+                if self.rng.random() < 0.3:
+                    # Stay away a while: compactions may pass the resume
+                    # point (then the watch is canceled).
+                    time.sleep(self.rng.uniform(0.1, 1.0))
+                if self.rng.random() < 0.2:
+                    channel.close()
+                    channel = grpc.insecure_channel(self.endpoint)
+            self.channel = channel
+        except Exception as e:  # reported, the checker fails the test
+            self.error = repr(e)
+
+    def finish(self, final_rev):
+        """Runs until the final revision was seen (bounded)."""
+        try:
+            deadline = time.time() + 30
+            channel = getattr(self, "channel", None) or grpc.insecure_channel(self.endpoint)
+            while time.time() < deadline:
+                rec = self.session(channel, self.resume_point(), until_rev=final_rev,
+                                   max_secs=5.0)
+                if rec["end"] == "done":
+                    return
+                if rec["end"] == "canceled":
+                    c = rec["responses"][-1]["compact_revision"]
+                    if not c:
+                        raise RuntimeError("canceled: %r" % rec["responses"][-1])
+                    self.next_rev = c
+                    self.last_event = max(self.last_event, c - 1)
+            raise RuntimeError("never saw the final revision %d" % final_rev)
+        except Exception as e:
+            self.error = self.error or repr(e)
+
+
+def main():
+    endpoint, seed, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    avoid_tombstones = sys.argv[4:] == ["no-tombstone-compactions"]
+    rng = random.Random(seed)
+    channel = grpc.insecure_channel(endpoint)
+    grpc.channel_ready_future(channel).result(timeout=15)
+    log = []
+    w = Writer(channel, rng, log)
+    w.avoid_tombstones = avoid_tombstones
+    # Some history before the watchers start (they start from revision 1).
+    for _ in range(20):
+        w.step()
+    stop = threading.Event()
+    watchers = [Watcher(i, s, endpoint, random.Random(seed * 100 + i), stop, w)
+                for i, s in enumerate(WATCHERS)]
+    threads = [threading.Thread(target=x.run) for x in watchers]
+    for t in threads:
+        t.start()
+    t0 = time.time()
+    big_done = False
+    while time.time() - t0 < secs:
+        w.step()
+        if not big_done and time.time() - t0 > secs / 2:
+            big = w.big_delete()
+            frag = [x for x in watchers if x.spec.get("fragment")]
+            w.keep_from = lambda: big if min(x.last_event for x in frag) < big else 1 << 62
+            big_done = True
+        time.sleep(rng.uniform(0, 0.01))
+    w.compact()
+    # The last write: a key every prefix watcher sees.
+    rev = w.kv.Put(rpc_pb2.PutRequest(key=b"w/zz", value=b"end")).header.revision
+    log.append(dict(op="txn", rev=rev, ops=[["put", "w/zz", "end"]]))
+    final_rev = rev
+    stop.set()
+    for t in threads:
+        t.join()
+    fins = [threading.Thread(target=x.finish, args=(final_rev,)) for x in watchers]
+    for t in fins:
+        t.start()
+    for t in fins:
+        t.join()
+    # Probe: a watch from a compacted revision is canceled with the
+    # compaction's revision.
+    probe_rev = final_rev - 1
+    w.kv.Compact(rpc_pb2.CompactionRequest(revision=probe_rev))
+    log.append(dict(op="compact", rev=probe_rev))
+    w.last_compact = w.compact_hi = probe_rev
+    probe = Watcher(len(WATCHERS), dict(key=b"w/", end=b"w0"), endpoint, rng, stop, w)
+    probe.session(channel, 1, max_secs=10.0)
+    final = w.kv.Range(rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0"))
+    out = dict(
+        seed=seed,
+        writes=log,
+        final_rev=final_rev,
+        final_kvs=[kv_json(kv) for kv in final.kvs],
+        final_header_rev=final.header.revision,
+        watchers=[dict(key=x.spec["key"].decode("latin-1"), end=x.spec["end"].decode("latin-1"),
+                       prev_kv=x.spec.get("prev_kv", False),
+                       progress=x.spec.get("progress", False),
+                       fragment=x.spec.get("fragment", False),
+                       filters=x.spec.get("filters", []),
+                       sessions=x.sessions, error=x.error) for x in watchers],
+        probe=dict(rev=probe_rev, session=probe.sessions[0]),
+    )
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
