@@ -1,6 +1,12 @@
 //! Command line of ferrobench: etcd's `tools/benchmark` flags (names and
-//! defaults of `root.go`, `put.go`, `range.go`), plus ours: `--executors`,
-//! `--json`, `--server-pid`.
+//! defaults of `root.go`, `put.go`, `range.go`, `txn_put.go`,
+//! `txn_mixed.go`, `stm.go`), plus ours: `--executors`, `--json`,
+//! `--server-pid`, `--sweep`, `--svg`, and `compare` (see `compare.rs`).
+//!
+//! `--rate` keeps etcd's name but not its meaning: etcd's is a token-bucket
+//! cap on a closed loop (latency timed from when the request is sent, so a
+//! stalled server hides its queue); ours is an open loop that measures from
+//! the intended start time (`openloop.rs`).
 //!
 //! Like cobra's persistent flags, global flags may stand before or after the
 //! command. Both `--flag value` and `--flag=value` work; a boolean flag takes
@@ -15,6 +21,12 @@ Usage:
   ferrobench [global flags] put [--total N] [--key-size N] [--val-size N]
                                 [--key-space-size N] [--sequential-keys]
   ferrobench [global flags] range KEY [END] [--total N] [--consistency l|s]
+  ferrobench [global flags] txn-put [put flags] [--txn-ops N] [--cas]
+  ferrobench [global flags] txn-mixed [KEY [END]] [put flags] [--rw-ratio F]
+                                [--limit N] [--end-key K] [--consistency l|s]
+  ferrobench [global flags] stm [--keys N] [--keys-per-txn N] [--isolation c|r|s|ss]
+                                [--txn-wr-percent P] [--val-size N] [--total N]
+  ferrobench compare [compare flags]      (see `ferrobench compare --help`)
 
 Global flags:
   --endpoints LIST     comma-separated gRPC endpoints (default 127.0.0.1:2379)
@@ -24,6 +36,11 @@ Global flags:
   --dial-timeout DUR   bound on connect + HTTP/2 handshake, e.g. 2s, 500ms (default 5s)
   --json               print one JSON line on stdout (the summary goes to stderr)
   --server-pid PIDS    server process(es) whose CPU time to report (repeatable, comma list)
+  --rate R             open loop: request n is due at start + n/R seconds and its
+                       latency is timed from then (coordinated omission corrected)
+  --sweep R1,R2,..     run the workload once per open-loop rate, print a
+                       latency-vs-throughput table and write an SVG plot
+  --svg FILE           where --sweep writes its plot (default ferrobench-sweep.svg)
 
 Exit status: 0 done (failed requests are counted in the report), 2 usage
 error, 1 could not run (e.g. connect failed), 3 every request failed.
@@ -33,6 +50,17 @@ put flags (etcd defaults):
 
 range flags (etcd defaults):
   --total 10000  --consistency l   (l: linearizable, s: serializable)
+
+txn-put: put flags, --txn-ops 1 (puts per txn); --cas makes each txn a
+  compare-and-swap (etcd main's txn-put: If mod_revision(k) == last seen,
+  Then put, Else get; retried until it succeeds).
+txn-mixed (etcd defaults): --rw-ratio 1 (reads per write) --limit 1000
+  --end-key \"\" --consistency l; reads are txns of one range over all keys
+  (etcd: OpGet(\"\", WithPrefix, WithLimit)), writes are txns of one put of
+  key i % key-space-size.
+stm (etcd defaults): --keys 1 --keys-per-txn 1 --isolation r --txn-wr-percent 50
+  --val-size 8; one request = one STM transaction (reads, then a commit
+  txn; retried on conflict), 16-byte keys.
 ";
 
 /// Flags every command shares.
@@ -45,6 +73,12 @@ pub struct Global {
     pub dial_timeout: Duration,
     pub json: bool,
     pub server_pids: Vec<u32>,
+    /// Open-loop rate in requests per second (`--rate`); `None`: closed loop.
+    pub rate: Option<f64>,
+    /// `--sweep`: open-loop rates to run one after another.
+    pub sweep: Vec<f64>,
+    /// `--svg`: where the sweep's plot goes.
+    pub svg: String,
 }
 
 impl Default for Global {
@@ -57,6 +91,9 @@ impl Default for Global {
             dial_timeout: Duration::from_secs(5),
             json: false,
             server_pids: Vec::new(),
+            rate: None,
+            sweep: Vec::new(),
+            svg: "ferrobench-sweep.svg".to_string(),
         }
     }
 }
@@ -89,6 +126,49 @@ impl Default for PutArgs {
 pub struct TxnPutArgs {
     pub put: PutArgs,
     pub txn_ops: usize,
+    /// `--cas`: compare-and-swap txns (etcd main's txn-put).
+    pub cas: bool,
+}
+
+/// `txn-mixed`: etcd's txn_mixed.go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TxnMixedArgs {
+    /// Writes: keys, values, key space (etcd's write key is `i % key-space`).
+    pub put: PutArgs,
+    /// Reads per write (`--rw-ratio`): a request reads with probability
+    /// `rw / (1 + rw)`.
+    pub rw_ratio: f64,
+    /// Read range: `[key, end)`, etcd's default `[\0, \0)`: every key.
+    pub key: Vec<u8>,
+    pub end: Vec<u8>,
+    pub limit: i64,
+    pub serializable: bool,
+}
+
+/// STM isolation levels (etcd's `--isolation` letters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// `c`: read committed: no conflict checks at commit.
+    ReadCommitted,
+    /// `r`: repeatable reads: commit iff every read key is unchanged.
+    RepeatableReads,
+    /// `s`: serializable: reads at the first read's revision, commit iff
+    /// every read key is unchanged.
+    Serializable,
+    /// `ss`: serializable snapshot: as `s`, and no written key changed
+    /// after the first read.
+    SerializableSnapshot,
+}
+
+/// `stm`: etcd's stm.go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StmArgs {
+    pub total: u64,
+    pub keys: u64,
+    pub keys_per_txn: usize,
+    pub isolation: Isolation,
+    pub write_percent: u32,
+    pub val_size: usize,
 }
 
 /// `range`: etcd's range.go.
@@ -106,6 +186,8 @@ pub enum Command {
     Put(PutArgs),
     TxnPut(TxnPutArgs),
     Range(RangeArgs),
+    TxnMixed(TxnMixedArgs),
+    Stm(StmArgs),
 }
 
 impl Command {
@@ -114,6 +196,8 @@ impl Command {
             Command::Put(_) => "put",
             Command::TxnPut(_) => "txn-put",
             Command::Range(_) => "range",
+            Command::TxnMixed(_) => "txn-mixed",
+            Command::Stm(_) => "stm",
         }
     }
 
@@ -122,6 +206,8 @@ impl Command {
             Command::Put(p) => p.total,
             Command::TxnPut(t) => t.put.total,
             Command::Range(r) => r.total,
+            Command::TxnMixed(m) => m.put.total,
+            Command::Stm(s) => s.total,
         }
     }
 }
@@ -178,7 +264,16 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
 }
 
 /// Flags that take no value unless given with `=`.
-const BOOL_FLAGS: [&str; 2] = ["json", "sequential-keys"];
+const BOOL_FLAGS: [&str; 3] = ["json", "sequential-keys", "cas"];
+
+/// A rate: positive and finite.
+fn rate(flag: &str, v: &str) -> Result<f64, ParseError> {
+    let r: f64 = number(flag, v)?;
+    if !(r.is_finite() && r > 0.0) {
+        return usage(format!("--{flag} must be a positive number, got {v:?}"));
+    }
+    Ok(r)
+}
 
 /// Parses the arguments after the program name.
 pub fn parse<I, S>(argv: I) -> Result<Args, ParseError>
@@ -224,7 +319,7 @@ where
     let mut positionals = positionals.into_iter();
     let command_name = match positionals.next() {
         Some(c) => c,
-        None => return usage("no command given (put or range)"),
+        None => return usage("no command given (put, range, txn-put, txn-mixed, stm)"),
     };
     let rest: Vec<String> = positionals.collect();
     let mut put = PutArgs::default();
@@ -236,6 +331,19 @@ where
     };
     let mut consistency = "l".to_string();
     let mut txn_ops: usize = 1;
+    let mut cas = false;
+    let mut rw_ratio = 1.0f64;
+    let mut limit: i64 = 1000;
+    let mut end_key: Option<String> = None;
+    let mut stm = StmArgs {
+        total: 10000,
+        keys: 1,
+        keys_per_txn: 1,
+        isolation: Isolation::RepeatableReads,
+        write_percent: 50,
+        val_size: 8,
+    };
+    let mut isolation = "r".to_string();
 
     for (name, value) in flags {
         let v = value.as_deref();
@@ -271,11 +379,56 @@ where
                     global.server_pids.push(number(&name, p)?);
                 }
             }
-            ("put" | "txn-put", "total") => put.total = number(&name, &need(v)?)?,
-            ("put" | "txn-put", "key-size") => put.key_size = number(&name, &need(v)?)?,
-            ("put" | "txn-put", "val-size") => put.val_size = number(&name, &need(v)?)?,
+            (_, "rate") => global.rate = Some(rate(&name, &need(v)?)?),
+            (_, "sweep") => {
+                for r in need(v)?.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    global.sweep.push(rate(&name, r)?);
+                }
+            }
+            (_, "svg") => global.svg = need(v)?,
+            ("put" | "txn-put" | "txn-mixed", "total") => put.total = number(&name, &need(v)?)?,
+            ("put" | "txn-put" | "txn-mixed", "key-size") => {
+                put.key_size = number(&name, &need(v)?)?
+            }
+            ("put" | "txn-put" | "txn-mixed", "val-size") => {
+                put.val_size = number(&name, &need(v)?)?
+            }
             ("txn-put", "txn-ops") => txn_ops = number(&name, &need(v)?)?,
-            ("put" | "txn-put", "key-space-size") => {
+            ("txn-put", "cas") => cas = boolean(&name, v)?,
+            ("txn-mixed", "rw-ratio") => {
+                rw_ratio = number(&name, &need(v)?)?;
+                if !(rw_ratio.is_finite() && rw_ratio >= 0.0) {
+                    return usage(format!("--rw-ratio must be >= 0, got {rw_ratio}"));
+                }
+            }
+            ("txn-mixed", "limit") => limit = number(&name, &need(v)?)?,
+            ("txn-mixed", "end-key") => end_key = Some(need(v)?),
+            ("txn-mixed", "consistency") => consistency = need(v)?,
+            ("stm", "total") => stm.total = number(&name, &need(v)?)?,
+            ("stm", "keys") => {
+                let n: i64 = number(&name, &need(v)?)?;
+                if n <= 0 {
+                    return usage(format!("expected positive --keys, got ({n})"));
+                }
+                stm.keys = n as u64;
+            }
+            ("stm", "keys-per-txn") => stm.keys_per_txn = number(&name, &need(v)?)?,
+            ("stm", "txn-wr-percent") => {
+                let n: i64 = number(&name, &need(v)?)?;
+                if !(0..=100).contains(&n) {
+                    return usage(format!("expected [0, 100] --txn-wr-percent, got ({n})"));
+                }
+                stm.write_percent = n as u32;
+            }
+            ("stm", "isolation") => isolation = need(v)?,
+            ("stm", "val-size") => stm.val_size = number(&name, &need(v)?)?,
+            ("stm", "stm-locker") => {
+                let l = need(v)?;
+                if l != "stm" {
+                    return usage(format!("--stm-locker {l:?}: only \"stm\" is implemented"));
+                }
+            }
+            ("put" | "txn-put" | "txn-mixed", "key-space-size") => {
                 // etcd: "expected positive --key-space-size".
                 let n: i64 = number(&name, &need(v)?)?;
                 if n <= 0 {
@@ -297,6 +450,9 @@ where
         if n == 0 {
             return usage(format!("--{flag} must be at least 1"));
         }
+    }
+    if global.rate.is_some() && !global.sweep.is_empty() {
+        return usage("--rate and --sweep exclude each other (--sweep sets the rate of each run)");
     }
 
     let command = match command_name.as_str() {
@@ -321,7 +477,55 @@ where
             }
             crate::keys::check_key_size(put.key_size, put.key_space_size)
                 .map_err(ParseError::Usage)?;
-            Command::TxnPut(TxnPutArgs { put, txn_ops })
+            Command::TxnPut(TxnPutArgs { put, txn_ops, cas })
+        }
+        "txn-mixed" => {
+            if rest.len() > 2 {
+                return usage("txn-mixed takes an optional KEY and END");
+            }
+            crate::keys::check_key_size(put.key_size, put.key_space_size)
+                .map_err(ParseError::Usage)?;
+            // etcd reads OpGet("", WithPrefix): key and end are both "\0",
+            // i.e. every key. A KEY [END] or --end-key narrows it.
+            let key = rest.first().map_or(vec![0], |k| k.as_bytes().to_vec());
+            let end = match (rest.get(1), end_key) {
+                (Some(e), _) => e.as_bytes().to_vec(),
+                (None, Some(e)) if !e.is_empty() => e.into_bytes(),
+                _ => vec![0],
+            };
+            Command::TxnMixed(TxnMixedArgs {
+                put,
+                rw_ratio,
+                key,
+                end,
+                limit,
+                serializable: match consistency.as_str() {
+                    "l" => false,
+                    "s" => true,
+                    other => return usage(format!("--consistency must be l or s, got {other:?}")),
+                },
+            })
+        }
+        "stm" => {
+            if !rest.is_empty() {
+                return usage(format!("stm takes no arguments, got {rest:?}"));
+            }
+            stm.isolation = match isolation.as_str() {
+                "c" => Isolation::ReadCommitted,
+                "r" => Isolation::RepeatableReads,
+                "s" => Isolation::Serializable,
+                "ss" => Isolation::SerializableSnapshot,
+                other => return usage(format!("--isolation must be c, r, s or ss, got {other:?}")),
+            };
+            if stm.keys_per_txn as u64 > stm.keys {
+                return usage(format!(
+                    "expected --keys-per-txn between 0 and {}, got ({})",
+                    stm.keys, stm.keys_per_txn
+                ));
+            }
+            crate::keys::check_key_size(crate::stm::KEY_SIZE, stm.keys)
+                .map_err(ParseError::Usage)?;
+            Command::Stm(stm)
         }
         "range" => {
             if rest.is_empty() || rest.len() > 2 {

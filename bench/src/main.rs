@@ -1,13 +1,27 @@
-//! ferrobench: etcd's benchmark tool (`tools/benchmark`: `put`, `range`)
-//! driving etcd or ferrocd through ferrocd's own gRPC client (`net::client`)
-//! on glommio executors. See `args::USAGE`.
+//! ferrobench: etcd's benchmark tool (`tools/benchmark`: `put`, `range`,
+//! `txn-put`, `txn-mixed`, `stm`) driving etcd or ferrocd through ferrocd's
+//! own gRPC client (`net::client`) on glommio executors, with an open-loop
+//! mode (`--rate`, `--sweep`: `openloop.rs`, `sweep.rs`) and `compare`
+//! (`compare.rs`), which starts real etcd and ferrocd side by side and
+//! produces the figures of BENCHMARKS.md:
+//!
+//! ```sh
+//! cargo build --release -p bench -p tools
+//! target/release/ferrobench compare --out bench-results
+//! ```
+//!
+//! See `args::USAGE` and `compare::USAGE`.
 #![forbid(unsafe_code)]
 
 mod args;
+mod compare;
 mod cpu;
 mod keys;
+mod openloop;
 mod report;
 mod run;
+mod stm;
+mod sweep;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,7 +29,11 @@ use std::process::ExitCode;
 use args::{Command, ParseError};
 
 fn main() -> ExitCode {
-    let args = match args::parse(std::env::args().skip(1)) {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("compare") {
+        return compare::main(&argv[1..]);
+    }
+    let args = match args::parse(argv) {
         Ok(a) => a,
         Err(ParseError::Help) => {
             print!("{}", args::USAGE);
@@ -42,6 +60,9 @@ fn main() -> ExitCode {
             "bench with linearizable range\n"
         });
     }
+    if !args.global.sweep.is_empty() {
+        return sweep_main(&args, json);
+    }
     let report = match run::run(&args) {
         Ok(r) => r,
         Err(e) => {
@@ -59,6 +80,46 @@ fn main() -> ExitCode {
     if report.done() > 0 && report.rec.hist.is_empty() {
         return ExitCode::from(3);
     }
+    ExitCode::SUCCESS
+}
+
+/// `--sweep`: one run per rate, a table, and the SVG plot.
+fn sweep_main(args: &args::Args, json: bool) -> ExitCode {
+    let points = sweep::sweep(args, |r| {
+        if json {
+            println!("{}", r.json_line());
+        } else {
+            print!("{}", r.human());
+        }
+    });
+    let points = match points {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ferrobench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cmd = args.command.name();
+    let table = sweep::table(cmd, &points);
+    if json {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
+    let title = format!(
+        "ferrobench {cmd}: latency vs throughput ({} clients, {} conns, {})",
+        args.global.clients,
+        args.global.conns,
+        args.global.endpoints.join(",")
+    );
+    match std::fs::write(&args.global.svg, sweep::svg(&title, &points)) {
+        Ok(()) => eprintln!("ferrobench: plot written to {}", args.global.svg),
+        Err(e) => {
+            eprintln!("ferrobench: writing {}: {e}", args.global.svg);
+            return ExitCode::FAILURE;
+        }
+    }
+    let _ = std::io::stdout().flush();
     ExitCode::SUCCESS
 }
 

@@ -3,6 +3,11 @@
 //! counts, wall time and CPU time; printed like etcd's `pkg/report` (Summary,
 //! Response time histogram, Latency distribution, Error distribution) and as
 //! one JSON line for scripts.
+//!
+//! Workloads with several kinds of request (txn-mixed's reads and writes)
+//! also record each kind in its own histogram (`kinds`); every request is
+//! in the main histogram too. `counters` hold workload events that are not
+//! errors (CAS and STM retries, reads and writes).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,6 +30,10 @@ pub struct Recorder {
     pub hist: Histogram<u64>,
     /// Failed requests by error text.
     pub errors: BTreeMap<String, u64>,
+    /// Latencies by request kind (a subset of `hist`), µs.
+    pub kinds: BTreeMap<String, Histogram<u64>>,
+    /// Workload events that are not errors (e.g. `cas_retries`).
+    pub counters: BTreeMap<String, u64>,
 }
 
 impl Default for Recorder {
@@ -37,15 +46,32 @@ impl Recorder {
     pub fn new() -> Recorder {
         Recorder {
             // Bounds are valid constants: low 1 >= 1, high >= 2 * low, sigfig 3 <= 5.
-            hist: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("histogram bounds"),
+            hist: new_histogram(),
             errors: BTreeMap::new(),
+            kinds: BTreeMap::new(),
+            counters: BTreeMap::new(),
         }
     }
 
     /// Records one successful request. A latency under 1 µs counts as 1 µs.
     pub fn ok(&mut self, latency: Duration) {
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.hist.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        self.hist.saturating_record(clamp_us(latency));
+    }
+
+    /// Records one successful request of a kind (also in the main histogram).
+    pub fn ok_kind(&mut self, kind: &str, latency: Duration) {
+        self.ok(latency);
+        if !self.kinds.contains_key(kind) {
+            self.kinds.insert(kind.to_string(), new_histogram());
+        }
+        if let Some(h) = self.kinds.get_mut(kind) {
+            h.saturating_record(clamp_us(latency));
+        }
+    }
+
+    /// Adds `n` to a counter.
+    pub fn count(&mut self, what: &str, n: u64) {
+        *self.counters.entry(what.to_string()).or_insert(0) += n;
     }
 
     pub fn err(&mut self, what: String) {
@@ -58,10 +84,37 @@ impl Recorder {
         for (k, v) in &other.errors {
             *self.errors.entry(k.clone()).or_insert(0) += v;
         }
+        for (k, h) in &other.kinds {
+            let mine = self.kinds.entry(k.clone()).or_insert_with(new_histogram);
+            let _ = mine.add(h);
+        }
+        for (k, v) in &other.counters {
+            *self.counters.entry(k.clone()).or_insert(0) += v;
+        }
     }
 
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Bounds are valid constants: low 1 >= 1, high >= 2 * low, sigfig 3 <= 5.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("histogram bounds")
+}
+
+fn clamp_us(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_LATENCY_US)
+}
+
+/// Percentile of a histogram, 0 when empty.
+pub fn pct(h: &Histogram<u64>, p: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_percentile(p)
     }
 }
 
@@ -83,6 +136,17 @@ pub struct Report {
     pub duration: Duration,
     pub rec: Recorder,
     pub cpu: CpuUse,
+    /// Open-loop target rate (`--rate`); `None` for a closed loop.
+    pub rate: Option<f64>,
+}
+
+/// Latency summary of one request kind in the JSON line.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KindStats {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
 }
 
 /// The `--json` line. Field names are a contract with scripts: keep them.
@@ -108,6 +172,13 @@ pub struct JsonLine {
     /// utime+stime of the `--server-pid` processes per request; null
     /// without `--server-pid`.
     pub server_cpu_us_per_op: Option<f64>,
+    /// Open-loop target rate, requests/s; null for a closed loop. With a
+    /// rate, latencies count from each request's due time.
+    pub rate: Option<f64>,
+    /// Per request kind (txn-mixed: `read`, `write`); `{}` otherwise.
+    pub kinds: BTreeMap<String, KindStats>,
+    /// Workload counters (e.g. `cas_retries`, `stm_retries`); `{}` if none.
+    pub counters: BTreeMap<String, u64>,
 }
 
 fn per_op(us: Option<f64>, ops: u64) -> Option<f64> {
@@ -131,11 +202,7 @@ impl Report {
     }
 
     pub fn percentile_us(&self, p: f64) -> u64 {
-        if self.rec.hist.is_empty() {
-            0
-        } else {
-            self.rec.hist.value_at_percentile(p)
-        }
+        pct(&self.rec.hist, p)
     }
 
     pub fn json(&self) -> JsonLine {
@@ -159,6 +226,22 @@ impl Report {
             errors: self.rec.error_count(),
             client_cpu_us_per_op: per_op(self.cpu.client_us, self.done()),
             server_cpu_us_per_op: per_op(self.cpu.server_us, self.done()),
+            rate: self.rate,
+            kinds: self
+                .rec
+                .kinds
+                .iter()
+                .map(|(k, h)| {
+                    let st = KindStats {
+                        count: h.len(),
+                        p50_us: pct(h, 50.0),
+                        p99_us: pct(h, 99.0),
+                        max_us: if h.is_empty() { 0 } else { h.max() },
+                    };
+                    (k.clone(), st)
+                })
+                .collect(),
+            counters: self.rec.counters.clone(),
         }
     }
 
@@ -198,6 +281,26 @@ impl Report {
         }
         if let Some(c) = per_op(self.cpu.server_us, done) {
             let _ = writeln!(s, "  Server CPU:\t{c:.1} µs/request");
+        }
+        if let Some(r) = self.rate {
+            let _ = writeln!(
+                s,
+                "  Open loop:\ttarget {r:.0} req/s, achieved {:.0} req/s (latency from each request's due time)",
+                self.rps()
+            );
+        }
+        for (k, st) in self.json().kinds {
+            let _ = writeln!(
+                s,
+                "  {k}:\t{} requests, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+                st.count,
+                st.p50_us as f64 / 1e3,
+                st.p99_us as f64 / 1e3,
+                st.max_us as f64 / 1e3
+            );
+        }
+        for (k, n) in &self.rec.counters {
+            let _ = writeln!(s, "  {k}:\t{n}");
         }
         if !self.rec.errors.is_empty() {
             let _ = writeln!(s, "\nError distribution:");
@@ -260,6 +363,7 @@ mod tests {
                 client_us: Some(50_000.0),
                 server_us: None,
             },
+            rate: None,
         }
     }
 
@@ -370,7 +474,10 @@ mod tests {
         ] {
             assert!(o[k].is_f64(), "{k} should be a float: {}", o[k]);
         }
-        assert_eq!(o.len(), 15, "unexpected field set: {line}");
+        assert!(o["rate"].is_null(), "closed loop: {line}");
+        assert_eq!(o["kinds"], serde_json::json!({}));
+        assert_eq!(o["counters"], serde_json::json!({}));
+        assert_eq!(o.len(), 18, "unexpected field set: {line}");
         assert_eq!(o["cmd"], "put");
         assert_eq!(o["errors"], 1);
         // 101 requests done (100 ok + 1 error): CPU per request.
@@ -424,5 +531,100 @@ mod tests {
             .filter_map(|(n, _)| n.parse::<u64>().ok())
             .sum();
         assert_eq!(counted, 1000);
+    }
+
+    #[test]
+    fn json_schema_of_open_loop_kinds_and_counters() {
+        let mut r = report_of([], Duration::from_secs(1));
+        for us in 1..=100 {
+            r.rec.ok_kind("read", Duration::from_micros(us));
+        }
+        for us in [1000, 2000] {
+            r.rec.ok_kind("write", Duration::from_micros(us));
+        }
+        r.rec.count("cas_retries", 3);
+        r.rate = Some(5000.0);
+        let line = r.json_line();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["rate"].as_f64(), Some(5000.0));
+        // Kinds are also in the main histogram.
+        assert_eq!(r.rec.hist.len(), 102);
+        let read = &v["kinds"]["read"];
+        let write = &v["kinds"]["write"];
+        let kind_fields = ["count", "p50_us", "p99_us", "max_us"];
+        for k in [read, write] {
+            let o = k.as_object().unwrap();
+            assert_eq!(o.len(), 4, "{k}");
+            for f in kind_fields {
+                assert!(o[f].is_u64(), "{f}: {k}");
+            }
+        }
+        assert_eq!(read["count"], 100);
+        assert!(within(read["p50_us"].as_u64().unwrap(), 50));
+        assert_eq!(read["max_us"], 100);
+        assert_eq!(write["count"], 2);
+        assert!(within(write["max_us"].as_u64().unwrap(), 2000));
+        assert_eq!(v["counters"]["cas_retries"], 3);
+        let back: JsonLine = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, r.json());
+        let h = r.human();
+        assert!(h.contains("Open loop:\ttarget 5000 req/s"), "{h}");
+        assert!(h.contains("cas_retries:\t3"), "{h}");
+        assert!(h.contains("read:\t100 requests"), "{h}");
+    }
+
+    #[test]
+    fn merge_adds_kinds_and_counters() {
+        let mut a = Recorder::new();
+        let mut b = Recorder::new();
+        a.ok_kind("read", Duration::from_micros(5));
+        b.ok_kind("read", Duration::from_micros(7));
+        b.ok_kind("write", Duration::from_micros(9));
+        a.count("x", 1);
+        b.count("x", 2);
+        a.merge(&b);
+        assert_eq!(a.kinds["read"].len(), 2);
+        assert_eq!(a.kinds["write"].len(), 1);
+        assert_eq!(a.hist.len(), 3);
+        assert_eq!(a.counters["x"], 3);
+    }
+
+    #[test]
+    fn percentiles_count_every_queued_request_not_only_the_stalled_one() {
+        // Histogram math behind coordinated-omission correction: a 100 ms
+        // stall at 1000 req/s with 1 client. Closed loop records one 100 ms
+        // sample; open loop records the 100 queued requests with latencies
+        // 100, 99, ..., 1 ms. Both over 1000 requests of 1 ms otherwise.
+        let mut closed = Recorder::new();
+        let mut open = Recorder::new();
+        for _ in 0..900 {
+            closed.ok(Duration::from_millis(1));
+            open.ok(Duration::from_millis(1));
+        }
+        closed.ok(Duration::from_millis(100));
+        for q in 0..100u64 {
+            open.ok(Duration::from_millis(100 - q));
+        }
+        for _ in 0..99 {
+            closed.ok(Duration::from_millis(1));
+        }
+        assert_eq!(closed.hist.len(), 1000);
+        assert_eq!(open.hist.len(), 1000);
+        assert!(
+            within(pct(&closed.hist, 99.0), 1000),
+            "closed p99 hides the stall"
+        );
+        // Open loop: the top 10% are the queue: p99 is ~90 ms, p95 ~50 ms.
+        assert!(
+            within(pct(&open.hist, 99.0), 90_000),
+            "{}",
+            pct(&open.hist, 99.0)
+        );
+        assert!(
+            within(pct(&open.hist, 95.0), 50_000),
+            "{}",
+            pct(&open.hist, 95.0)
+        );
+        assert!(pct(&open.hist, 99.0) > 50 * pct(&closed.hist, 99.0));
     }
 }

@@ -15,11 +15,15 @@
 //!   then reads the CPU counters and the start time and releases them. The
 //!   run ends at the last request's completion; CPU is read after the
 //!   executors are joined (their teardown is a few connection closes).
+//! * `--rate`: request `n` is due at `start + n / rate` (the start time the
+//!   main thread publishes before releasing the executors) and its latency
+//!   counts from then (`openloop.rs`). Without it each request counts from
+//!   its send, as etcd's tool.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
@@ -29,7 +33,9 @@ use net::pb::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp, Txn
 use crate::args::{Args, Command};
 use crate::cpu;
 use crate::keys::{key_bytes, KeyGen};
+use crate::openloop::{self, Schedule};
 use crate::report::{CpuUse, Recorder, Report};
+use crate::stm::{self, Revisions};
 
 /// Locked memory glommio registers per executor. We do no file I/O, so keep
 /// it small: the 10 MiB default needs a raised memlock limit (DESIGN.md,
@@ -57,6 +63,26 @@ struct Plan {
     /// Random bytes of the put value, the same for every request (etcd
     /// makes one value per run too).
     value: Vec<u8>,
+    /// Open-loop schedule (`--rate`).
+    schedule: Option<Schedule>,
+    /// The run's start, set by the main thread before it releases `go`.
+    start: Arc<OnceLock<Instant>>,
+}
+
+impl Plan {
+    /// The next request number, or `None` once the total is reached, and
+    /// the time its latency counts from (waiting until it is due when the
+    /// run is open-loop).
+    async fn next(&self) -> Option<(u64, Instant)> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        if n >= self.args.command.total() {
+            return None;
+        }
+        let sched = self
+            .schedule
+            .and_then(|s| self.start.get().map(|&start| (s, start)));
+        Some((n, openloop::begin(sched, n).await))
+    }
 }
 
 struct ExecutorResult {
@@ -76,14 +102,15 @@ pub fn run(args: &Args) -> Result<Report, RunError> {
         );
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let value = match &args.command {
-        Command::Put(p) | Command::TxnPut(crate::args::TxnPutArgs { put: p, .. }) => {
-            let mut v = vec![0u8; p.val_size];
-            fastrand::Rng::new().fill(&mut v);
-            v
-        }
-        Command::Range(_) => Vec::new(),
+    let val_size = match &args.command {
+        Command::Put(p)
+        | Command::TxnPut(crate::args::TxnPutArgs { put: p, .. })
+        | Command::TxnMixed(crate::args::TxnMixedArgs { put: p, .. }) => p.val_size,
+        Command::Stm(s) => s.val_size,
+        Command::Range(_) => 0,
     };
+    let mut value = vec![0u8; val_size];
+    fastrand::Rng::new().fill(&mut value);
     let plan = Plan {
         args: args.clone(),
         executors,
@@ -91,6 +118,8 @@ pub fn run(args: &Args) -> Result<Report, RunError> {
         ready: Arc::new(Barrier::new(executors + 1)),
         go: Arc::new(Barrier::new(executors + 1)),
         value,
+        schedule: g.rate.map(Schedule::new),
+        start: Arc::new(OnceLock::new()),
     };
 
     let mut handles = Vec::with_capacity(executors);
@@ -108,6 +137,9 @@ pub fn run(args: &Args) -> Result<Report, RunError> {
     plan.ready.wait();
     let cpu_before = read_cpu(&g.server_pids);
     let start = Instant::now();
+    // Published before `go`: the barrier orders it before the executors'
+    // first request.
+    let _ = plan.start.set(start);
     plan.go.wait();
 
     let mut rec = Recorder::new();
@@ -145,6 +177,7 @@ pub fn run(args: &Args) -> Result<Report, RunError> {
             client_us: diff(cpu_before.client_us, cpu_after.client_us),
             server_us: diff(cpu_before.server_us, cpu_after.server_us),
         },
+        rate: g.rate,
     })
 }
 
@@ -201,16 +234,22 @@ async fn executor_main(e: usize, plan: Plan) -> Result<ExecutorResult, RunError>
 
     let rec = Rc::new(RefCell::new(Recorder::new()));
     let last_done = Rc::new(RefCell::new(None::<Instant>));
+    let revs: Rc<Revisions> = Rc::default();
     let mut tasks = Vec::new();
     for i in 0..g.clients {
         let j = i % g.conns;
         let Some((_, client)) = conns.iter().find(|(n, _)| *n == j) else {
             continue; // another executor's connection
         };
-        let (client, rec, last_done, plan) =
-            (client.clone(), rec.clone(), last_done.clone(), plan.clone());
+        let (client, rec, last_done, plan, revs) = (
+            client.clone(),
+            rec.clone(),
+            last_done.clone(),
+            plan.clone(),
+            revs.clone(),
+        );
         tasks.push(glommio::spawn_local(async move {
-            client_loop(i, client, plan, rec, last_done).await;
+            client_loop(i, client, plan, rec, last_done, revs).await;
         }));
     }
     for t in tasks {
@@ -228,62 +267,70 @@ async fn client_loop(
     plan: Plan,
     rec: Rc<RefCell<Recorder>>,
     last_done: Rc<RefCell<Option<Instant>>>,
+    revs: Rc<Revisions>,
 ) {
-    let total = plan.args.command.total();
+    let seed = fastrand::u64(..) ^ i as u64;
+    let done = |t0: Instant, r: Result<(), String>, kind: Option<&str>| {
+        let now = Instant::now();
+        let lat = openloop::latency(t0, now);
+        match (r, kind) {
+            (Ok(()), Some(k)) => rec.borrow_mut().ok_kind(k, lat),
+            (Ok(()), None) => rec.borrow_mut().ok(lat),
+            (Err(e), _) => rec.borrow_mut().err(e),
+        }
+        *last_done.borrow_mut() = Some(now);
+    };
     match &plan.args.command {
         Command::Put(p) => {
-            let mut keys = KeyGen::new(
-                p.key_space_size,
-                p.sequential_keys,
-                fastrand::u64(..) ^ i as u64,
-            );
-            loop {
-                let n = plan.next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    break;
-                }
+            let mut keys = KeyGen::new(p.key_space_size, p.sequential_keys, seed);
+            while let Some((n, t0)) = plan.next().await {
                 let req = PutRequest {
                     key: key_bytes(keys.key_number(n), p.key_size),
                     value: plan.value.clone(),
                     ..PutRequest::default()
                 };
-                let t0 = Instant::now();
                 let r = client.put(&req).await.map(drop);
-                finish(t0, r, &rec, &last_done);
+                done(t0, r.map_err(|s| s.to_string()), None);
             }
         }
         Command::TxnPut(t) => {
             let p = &t.put;
-            let mut keys = KeyGen::new(
-                p.key_space_size,
-                p.sequential_keys,
-                fastrand::u64(..) ^ i as u64,
-            );
-            loop {
-                let n = plan.next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    break;
-                }
+            let mut keys = KeyGen::new(p.key_space_size, p.sequential_keys, seed);
+            while let Some((n, t0)) = plan.next().await {
                 // Distinct keys within one txn (etcd refuses duplicates).
                 let mut seen = std::collections::HashSet::new();
-                let success = (0..t.txn_ops as u64)
+                let ks: Vec<Vec<u8>> = (0..t.txn_ops as u64)
                     .map(|j| keys.key_number(n.wrapping_mul(t.txn_ops as u64).wrapping_add(j)))
                     .filter(|k| seen.insert(*k))
-                    .map(|k| RequestOp {
-                        request: Some(request_op::Request::RequestPut(PutRequest {
-                            key: key_bytes(k, p.key_size),
-                            value: plan.value.clone(),
-                            ..PutRequest::default()
-                        })),
-                    })
+                    .map(|k| key_bytes(k, p.key_size))
                     .collect();
-                let req = TxnRequest {
-                    success,
-                    ..TxnRequest::default()
+                let r = if t.cas {
+                    match stm::cas_put(&client, &ks, &plan.value, &revs).await {
+                        Ok(retries) => {
+                            if retries > 0 {
+                                rec.borrow_mut().count("cas_retries", retries);
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                } else {
+                    let req = TxnRequest {
+                        success: ks
+                            .into_iter()
+                            .map(|key| RequestOp {
+                                request: Some(request_op::Request::RequestPut(PutRequest {
+                                    key,
+                                    value: plan.value.clone(),
+                                    ..PutRequest::default()
+                                })),
+                            })
+                            .collect(),
+                        ..TxnRequest::default()
+                    };
+                    client.txn(&req).await.map(drop).map_err(|s| s.to_string())
                 };
-                let t0 = Instant::now();
-                let r = client.txn(&req).await.map(drop);
-                finish(t0, r, &rec, &last_done);
+                done(t0, r, None);
             }
         }
         Command::Range(r) => {
@@ -293,29 +340,58 @@ async fn client_loop(
                 serializable: r.serializable,
                 ..RangeRequest::default()
             };
-            loop {
-                let n = plan.next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    break;
-                }
-                let t0 = Instant::now();
+            while let Some((_, t0)) = plan.next().await {
                 let res = client.range(&req).await.map(drop);
-                finish(t0, res, &rec, &last_done);
+                done(t0, res.map_err(|s| s.to_string()), None);
+            }
+        }
+        Command::TxnMixed(m) => {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let read_p = m.rw_ratio / (1.0 + m.rw_ratio);
+            let read = RangeRequest {
+                key: m.key.clone(),
+                range_end: m.end.clone(),
+                limit: m.limit,
+                serializable: m.serializable,
+                ..RangeRequest::default()
+            };
+            while let Some((n, t0)) = plan.next().await {
+                let is_read = rng.f64() < read_p;
+                let op = if is_read {
+                    stm::op_range(read.clone())
+                } else {
+                    // etcd: binary.PutVarint(k, i % keySpaceSize).
+                    RequestOp {
+                        request: Some(request_op::Request::RequestPut(PutRequest {
+                            key: key_bytes(n % m.put.key_space_size, m.put.key_size),
+                            value: plan.value.clone(),
+                            ..PutRequest::default()
+                        })),
+                    }
+                };
+                let req = TxnRequest {
+                    success: vec![op],
+                    ..TxnRequest::default()
+                };
+                let r = client.txn(&req).await.map(drop).map_err(|s| s.to_string());
+                done(t0, r, Some(if is_read { "read" } else { "write" }));
+            }
+        }
+        Command::Stm(a) => {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            while let Some((_, t0)) = plan.next().await {
+                let keys = stm::stm_keys(&mut rng, a.keys, a.keys_per_txn);
+                let r = match stm::stm_txn(&client, a, &keys, &plan.value).await {
+                    Ok(retries) => {
+                        if retries > 0 {
+                            rec.borrow_mut().count("stm_retries", retries);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                done(t0, r, None);
             }
         }
     }
-}
-
-fn finish(
-    t0: Instant,
-    result: Result<(), net::grpc::Status>,
-    rec: &RefCell<Recorder>,
-    last_done: &RefCell<Option<Instant>>,
-) {
-    let now = Instant::now();
-    match result {
-        Ok(()) => rec.borrow_mut().ok(now - t0),
-        Err(st) => rec.borrow_mut().err(st.to_string()),
-    }
-    *last_done.borrow_mut() = Some(now);
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +36,12 @@ struct TestServer {
 
 impl TestServer {
     fn start() -> TestServer {
+        TestServer::start_stalling(None)
+    }
+
+    /// With `Some((n, d))`, the `n`-th Put (0-based) is answered only after
+    /// `d`: a server stall.
+    fn start_stalling(stall: Option<(usize, Duration)>) -> TestServer {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
@@ -45,11 +51,18 @@ impl TestServer {
             .spawn(move || async move {
                 let mut router = Router::new();
                 let s = seen2.clone();
+                let puts = Rc::new(AtomicUsize::new(0));
                 router.add(
                     "/etcdserverpb.KV/Put",
                     unary(move |req: PutRequest, _| {
                         let s = s.clone();
+                        let i = puts.fetch_add(1, Ordering::Relaxed);
                         async move {
+                            if let Some((n, d)) = stall {
+                                if i == n {
+                                    glommio::timer::sleep(d).await;
+                                }
+                            }
                             let mut s = s.lock().unwrap();
                             s.put_value_lens.insert(req.value.len());
                             s.put_keys.push(req.key);
@@ -189,4 +202,85 @@ fn unreachable_endpoint_fails_the_run_with_a_connect_error() {
         Err(RunError::Connect(_)) => {}
         other => panic!("want a connect error, got {:?}", other.map(|r| r.json())),
     }
+}
+
+/// Latencies of a run at or above `at`.
+fn count_at_least(r: &crate::report::Report, at: Duration) -> u64 {
+    let at = at.as_micros() as u64;
+    r.rec
+        .hist
+        .iter_recorded()
+        .filter(|v| v.value_iterated_to() >= at)
+        .map(|v| v.count_at_value())
+        .sum()
+}
+
+#[test]
+fn open_loop_shows_the_requests_queued_behind_a_stall() {
+    // One client, 500 puts/s, the 50th put stalls the server for 400 ms.
+    // The requests due during the stall cannot be sent until it ends, so
+    // every one due in its first 200 ms (about 100 of them) has at least
+    // 200 ms of latency counted from its due time. A slower machine only
+    // adds to that.
+    let stall = Some((50, Duration::from_millis(400)));
+    let srv = TestServer::start_stalling(stall);
+    let a = parse(&format!(
+        "put --endpoints {} --total 400 --rate 500",
+        srv.addr
+    ));
+    let open = run(&a).unwrap();
+    assert_eq!(open.rec.hist.len(), 400);
+    assert_eq!(open.json().rate, Some(500.0));
+    let slow_open = count_at_least(&open, Duration::from_millis(200));
+    assert!(slow_open >= 50, "open loop: {slow_open} requests >= 200 ms");
+    // Never sent before due: the last is due at 399/500 s.
+    assert!(
+        open.duration >= Duration::from_millis(798),
+        "{:?}",
+        open.duration
+    );
+
+    // The same stall in a closed loop: only the stalled request itself is
+    // that slow (coordinated omission hides the queue).
+    let srv = TestServer::start_stalling(stall);
+    let a = parse(&format!("put --endpoints {} --total 400", srv.addr));
+    let closed = run(&a).unwrap();
+    let slow_closed = count_at_least(&closed, Duration::from_millis(200));
+    assert!(slow_closed >= 1, "the stalled request itself");
+    assert!(
+        slow_closed < slow_open,
+        "closed {slow_closed} vs open {slow_open}"
+    );
+}
+
+#[test]
+fn open_loop_paces_requests_over_many_clients_and_executors() {
+    let srv = TestServer::start();
+    let a = parse(&format!(
+        "put --endpoints {} --total 300 --clients 16 --conns 4 --executors 2 --rate 1000",
+        srv.addr
+    ));
+    let r = run(&a).unwrap();
+    assert_eq!(r.rec.hist.len() + r.rec.error_count(), 300);
+    assert_eq!(r.rec.error_count(), 0, "{:?}", r.rec.errors);
+    // The last request is due at 299 ms and none is sent early.
+    assert!(r.duration >= Duration::from_millis(299), "{:?}", r.duration);
+    assert_eq!(srv.seen.lock().unwrap().put_keys.len(), 300);
+}
+
+#[test]
+fn sweep_runs_each_rate_and_plots_them() {
+    let srv = TestServer::start();
+    let a = parse(&format!(
+        "range foo --endpoints {} --total 100 --clients 4 --sweep 500,1000,2000",
+        srv.addr
+    ));
+    let mut rates = Vec::new();
+    let points = crate::sweep::sweep(&a, |r| rates.push(r.rate)).unwrap();
+    assert_eq!(rates, [Some(500.0), Some(1000.0), Some(2000.0)]);
+    assert_eq!(points.len(), 3);
+    assert!(points.iter().all(|p| p.achieved_rps > 0.0 && p.errors == 0));
+    assert_eq!(srv.seen.lock().unwrap().ranges.len(), 300);
+    let svg = crate::sweep::svg("t", &points);
+    assert_eq!(svg.matches("<circle").count(), 9);
 }
