@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# Superseded by `ferrobench compare` (1 and 3 members, median of repetitions,
+# RSS, start-up; see BENCHMARKS.md "How figures are produced"). Kept for
+# one-off runs of arbitrary ferrobench command lines.
+#
 # Runs the same ferrobench commands against real etcd and/or ferrocd, one at a
 # time, each on fresh loopback ports and a fresh data dir under $WORK, and
 # prints one table (server CPU per request from /proc, via --server-pid).

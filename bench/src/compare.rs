@@ -859,6 +859,8 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
         .collect();
     let mut samples = Vec::new();
     let mut startups = Vec::new();
+    // Logs of failed clusters are kept.
+    let mut failed = false;
     for rep in 0..a.reps {
         for &m in &a.members {
             // Alternate which server goes first.
@@ -869,9 +871,35 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
             for server in &order {
                 let dir = work.join(format!("{server}-{m}m-rep{rep}"));
                 let t0 = Instant::now();
-                let mut c = Cluster::start(&bins[server], m, &dir)?;
-                let up = wait_ready(&mut c, t0, Duration::from_secs(60))
-                    .map_err(|e| format!("{server} ({m} members): {e}"))?;
+                // A cluster that does not come up fails its cells of this
+                // repetition (recorded, left out of the medians), not the
+                // whole comparison.
+                let started = Cluster::start(&bins[server], m, &dir).and_then(|mut c| {
+                    let up = wait_ready(&mut c, t0, Duration::from_secs(60))?;
+                    probe(&c.endpoints[0], Some(256)).map_err(|e| format!("put foo: {e}"))?;
+                    Ok((c, up))
+                });
+                let (c, up) = match started {
+                    Ok(x) => x,
+                    Err(e) => {
+                        failed = true;
+                        let e = format!("{server} ({m} members) did not start: {e}");
+                        log(&format!("rep {rep}: {e}\n"));
+                        for w in &suite {
+                            samples.push(Sample {
+                                server: server.clone(),
+                                members: m,
+                                workload: w.name.to_string(),
+                                rep,
+                                result: None,
+                                failure: Some(e.clone()),
+                                rss_peak_kib: None,
+                            });
+                        }
+                        continue;
+                    }
+                };
+                let mut c = c;
                 log(&format!(
                     "rep {rep}: {server}, {m} member(s) ready in {:.0} ms\n",
                     up.as_secs_f64() * 1e3
@@ -882,7 +910,6 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
                     rep,
                     ms: up.as_secs_f64() * 1e3,
                 });
-                probe(&c.endpoints[0], Some(256)).map_err(|e| format!("{server}: put foo: {e}"))?;
                 for w in &suite {
                     let total = total_of(a, w);
                     let res = c.alive().and_then(|()| {
@@ -901,7 +928,10 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
                     }
                     let (result, failure) = match res {
                         Ok(j) => (Some(j), None),
-                        Err(e) => (None, Some(e)),
+                        Err(e) => {
+                            failed = true;
+                            (None, Some(e))
+                        }
                     };
                     samples.push(Sample {
                         server: server.clone(),
@@ -914,14 +944,16 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
                     });
                 }
                 drop(c);
-                if !a.keep {
+                if !a.keep && !failed {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
             }
         }
     }
-    if !a.keep {
+    if !a.keep && !failed {
         let _ = std::fs::remove_dir_all(&work);
+    } else {
+        log(&format!("kept {} (server logs)\n", work.display()));
     }
     let mut startup_ms = BTreeMap::new();
     for s in &a.servers {
