@@ -21,7 +21,10 @@
 //!
 //! Figures: throughput, p50/p99/p99.9 latency, server CPU per request
 //! (utime+stime of all members summed, from `/proc`), the load generator's
-//! own CPU per request, peak RSS (largest member), start-up time.
+//! own CPU per request, peak RSS (largest member), start-up time. And the
+//! floors a 1-client put cannot beat, measured in the same run before each
+//! repetition: the p50 of a 4 KiB write + fdatasync in the work dir, and
+//! the p50 of a 1-byte TCP round trip on loopback.
 //!
 //! The suite is the `SUITE` table: a name, the ferrobench arguments, and
 //! the default total. Any command ferrobench has can be added there by
@@ -320,6 +323,9 @@ pub struct Output {
     pub startup_ms: BTreeMap<String, f64>,
     pub samples: Vec<Sample>,
     pub startups: Vec<Startup>,
+    /// Medians over the repetitions of the floors (`floors()`), µs.
+    pub fdatasync_p50_us: Option<f64>,
+    pub loopback_rtt_p50_us: Option<f64>,
 }
 
 /// The median of the values present (mean of the middle two when even).
@@ -488,6 +494,13 @@ pub fn markdown(out: &Output) -> String {
             x(&r.ratio, "rss_peak"),
         );
     }
+    if let (Some(f), Some(r)) = (out.fdatasync_p50_us, out.loopback_rtt_p50_us) {
+        let _ = writeln!(
+            s,
+            "\nFloors in this run: 4 KiB write + fdatasync p50 {f:.0} µs (work dir), loopback TCP round trip p50 {r:.0} µs; issue #6's 1-member put-1 p50 target: ≤ {:.3} ms (both + 0.05 ms).",
+            (f + r + 50.0) / 1e3
+        );
+    }
     if !out.startup_ms.is_empty() {
         let _ = writeln!(s, "\nStart-up to first served linearizable read (median):");
         for (k, v) in &out.startup_ms {
@@ -534,6 +547,72 @@ pub fn markdown(out: &Output) -> String {
         );
     }
     s
+}
+
+// ---------------------------------------------------------------------------
+// Floors
+// ---------------------------------------------------------------------------
+
+fn p50(mut v: Vec<Duration>) -> Option<f64> {
+    v.sort();
+    v.get(v.len() / 2).map(|d| d.as_secs_f64() * 1e6)
+}
+
+/// p50 of `n` 4 KiB writes at offset 0 of a file in `dir`, each followed
+/// by fdatasync (what a WAL append costs at least), µs.
+pub fn fdatasync_p50(dir: &Path, n: usize) -> std::io::Result<Option<f64>> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("fdatasync-floor");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let block = vec![0x5au8; 4096];
+    // Allocate the block first, so the loop measures overwrites.
+    f.write_all_at(&block, 0)?;
+    f.sync_all()?;
+    let mut t = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        f.write_all_at(&block, 0)?;
+        f.sync_data()?;
+        t.push(t0.elapsed());
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok(p50(t))
+}
+
+/// p50 of `n` 1-byte ping-pongs over a loopback TCP connection (an echo
+/// thread on the other end, Nagle off), µs.
+pub fn loopback_rtt_p50(n: usize) -> std::io::Result<Option<f64>> {
+    use std::io::{Read, Write};
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = l.accept()?;
+        s.set_nodelay(true)?;
+        let mut b = [0u8; 1];
+        while s.read(&mut b)? == 1 {
+            s.write_all(&b)?;
+        }
+        Ok(())
+    });
+    let mut c = std::net::TcpStream::connect(addr)?;
+    c.set_nodelay(true)?;
+    let mut t = Vec::with_capacity(n);
+    let mut b = [7u8; 1];
+    for _ in 0..n {
+        let t0 = Instant::now();
+        c.write_all(&b)?;
+        c.read_exact(&mut b)?;
+        t.push(t0.elapsed());
+    }
+    drop(c);
+    let _ = echo.join();
+    Ok(p50(t))
 }
 
 // ---------------------------------------------------------------------------
@@ -861,7 +940,20 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
     let mut startups = Vec::new();
     // Logs of failed clusters are kept.
     let mut failed = false;
+    let (mut fsyncs, mut rtts) = (Vec::new(), Vec::new());
     for rep in 0..a.reps {
+        match (fdatasync_p50(&work, 1000), loopback_rtt_p50(2000)) {
+            (Ok(f), Ok(r)) => {
+                log(&format!(
+                    "rep {rep}: floors: fdatasync p50 {} µs, loopback round trip p50 {} µs\n",
+                    f1(f),
+                    f1(r)
+                ));
+                fsyncs.extend(f);
+                rtts.extend(r);
+            }
+            (f, r) => log(&format!("rep {rep}: floors not measured: {f:?} {r:?}\n")),
+        }
         for &m in &a.members {
             // Alternate which server goes first.
             let mut order = a.servers.clone();
@@ -978,6 +1070,8 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
         startup_ms,
         samples,
         startups,
+        fdatasync_p50_us: median(fsyncs),
+        loopback_rtt_p50_us: median(rtts),
     })
 }
 
@@ -1174,6 +1268,8 @@ mod tests {
             startup_ms: BTreeMap::from([("etcd 3m".to_string(), 1234.0)]),
             samples: vec![],
             startups: vec![],
+            fdatasync_p50_us: Some(950.0),
+            loopback_rtt_p50_us: Some(40.0),
         };
         let md = markdown(&out);
         let row = md.lines().nth(2).unwrap();
@@ -1183,10 +1279,31 @@ mod tests {
         );
         assert!(row.contains("| 100 | 25.0 | 0.25 |"), "{row}");
         assert!(md.contains("etcd 3m: 1234 ms"));
+        assert!(md.contains("target: ≤ 1.040 ms"), "{md}");
         // Same number of columns in header, rule and row.
         let cols = |l: &str| l.matches('|').count();
         let lines: Vec<&str> = md.lines().take(3).collect();
         assert!(lines.iter().all(|l| cols(l) == cols(lines[0])), "{md}");
+    }
+
+    #[test]
+    fn floors_are_measured() {
+        let dir = std::env::temp_dir().join(format!("ferrobench-floor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = fdatasync_p50(&dir, 20).unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(f > 0.0);
+        let r = loopback_rtt_p50(50).unwrap().unwrap();
+        assert!(r > 0.0);
+        assert_eq!(p50(vec![]), None);
+        assert_eq!(
+            p50(vec![
+                Duration::from_micros(3),
+                Duration::from_micros(1),
+                Duration::from_micros(2)
+            ]),
+            Some(2.0)
+        );
     }
 
     #[test]

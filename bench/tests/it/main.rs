@@ -371,4 +371,14 @@ fn compare_runs_both_servers_end_to_end() {
     assert!(j["startup_ms"]["etcd 1m"].as_f64().is_some(), "{j}");
     assert!(j["startup_ms"]["ferrocd 1m"].as_f64().is_some(), "{j}");
     assert_eq!(j["samples"].as_array().map(Vec::len), Some(8));
+    // The floors of the same run.
+    assert!(
+        j["fdatasync_p50_us"].as_f64().is_some_and(|x| x > 0.0),
+        "{j}"
+    );
+    assert!(
+        j["loopback_rtt_p50_us"].as_f64().is_some_and(|x| x > 0.0),
+        "{j}"
+    );
+    assert!(md.contains("Floors in this run"), "{md}");
 }
