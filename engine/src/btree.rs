@@ -146,10 +146,20 @@
 //! for each page it rewrites) brings that to ~10% while every page is still
 //! checked once before its bytes are used.
 //!
+//! # Online defrag
+//! [`Db::defrag_online`] copies the last commit into `<path>.defrag`, renames
+//! it over the file and continues on the new one, holding the write lock for
+//! the whole copy (writers wait; ferrocd's only writer is the checkpoint
+//! thread, which runs the defrag between two checkpoints, so clients never
+//! wait: their writes are served from memory and the WAL). The open file is
+//! an `Arc<Inner>` that the defrag replaces; a snapshot (a `ReadTxn`, e.g.
+//! a Raft snapshot being sent) holds the `Arc` of the file it was taken
+//! from and reads that image to the end, the old file staying open, unlinked,
+//! until its last reader is gone. Crash cases: in [`Db::defrag_online`].
+//!
 //! # Not yet
-//! Non-durable commits (redb's), online defrag (the copy already runs from a
-//! snapshot; the catch-up of writes made meanwhile and the swap are missing),
-//! an advisory file lock against a second process.
+//! Non-durable commits (redb's), an advisory file lock against a second
+//! process.
 
 mod cursor;
 mod db;

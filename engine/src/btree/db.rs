@@ -5,7 +5,7 @@ use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::cursor::Range;
 use super::error::BtreeError;
@@ -186,9 +186,9 @@ pub(crate) struct Inner {
     pub(crate) verify_checksums: bool,
     use_mmap: bool,
     state: Mutex<State>,
+    /// Locked by the writer only while it commits (the Db's write lock
+    /// serialises writers; this one guards the allocator of this file).
     writer: Mutex<WriterState>,
-    /// Set when a commit's I/O failed (fsyncgate): no more writes.
-    poisoned: AtomicBool,
     path: Option<PathBuf>,
 }
 
@@ -196,12 +196,28 @@ impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn writer(&self) -> MutexGuard<'_, WriterState> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A B-tree file: named buckets of sorted byte keys, one writer, many
 /// snapshot readers.
+///
+/// The open file is an `Arc<Inner>` that an online defrag
+/// ([`Db::defrag_online`]) replaces by the rewritten file; every snapshot
+/// holds the `Arc` of the file it was taken from, so it keeps reading a
+/// consistent image (the old file stays open, unlinked, until its last
+/// reader is gone).
 pub struct Db {
-    inner: Arc<Inner>,
+    current: RwLock<Arc<Inner>>,
+    /// Serialises writers and defrag. Held by a [`WriteTxn`] for its whole
+    /// life, so the file cannot be swapped under it.
+    write_lock: Mutex<()>,
+    /// Set when a commit's I/O failed (fsyncgate): no more writes.
+    poisoned: AtomicBool,
+    opts: Options,
 }
 
 /// Extra room the file grows by beyond what a commit needs, so the map is not
@@ -216,6 +232,11 @@ impl Db {
     /// exist. Recovers to the newest meta page whose checksum is valid.
     pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Db, BtreeError> {
         let path = path.as_ref();
+        // A copy left by a defrag that crashed before its rename.
+        let stale = defrag_tmp_path(path);
+        if stale.exists() {
+            std::fs::remove_file(&stale)?;
+        }
         let store: Arc<dyn Storage> = Arc::new(FileStorage::open(path)?);
         Db::open_storage(store, opts, Some(path.to_path_buf()))
     }
@@ -225,103 +246,34 @@ impl Db {
         opts: Options,
         path: Option<PathBuf>,
     ) -> Result<Db, BtreeError> {
-        let mut len = store.len()?;
-        let read_meta = |slot: PageId| -> Result<Option<Meta>, BtreeError> {
-            if len < (slot + 1) * PAGE {
-                return Ok(None);
-            }
-            let mut b = [0u8; PAGE_SIZE];
-            store.read_at(slot * PAGE, &mut b)?;
-            Meta::decode(slot, &b)
-        };
-        let meta = match (read_meta(0)?, read_meta(1)?) {
-            (Some(a), Some(b)) => {
-                if a.txn >= b.txn {
-                    a
-                } else {
-                    b
-                }
-            }
-            (Some(m), None) | (None, Some(m)) => m,
-            (None, None) if len <= 2 * PAGE => {
-                // Never initialised (or the first init was cut short before
-                // its sync): nothing was ever committed, start empty.
-                // The length first and durable, then the meta: a valid meta
-                // never names pages past the durable end of the file.
-                let m = Meta::empty();
-                store.set_len(2 * PAGE)?;
-                store.write_at(PAGE, &[0u8; PAGE_SIZE])?;
-                store.sync()?;
-                store.write_at(0, &m.encode()[..])?;
-                store.sync()?;
-                len = 2 * PAGE;
-                m
-            }
-            (None, None) => {
-                return Err(BtreeError::Corrupt {
-                    page: 0,
-                    what: "no valid meta page",
-                })
-            }
-        };
-        if len < meta.page_count * PAGE {
-            return Err(BtreeError::Corrupt {
-                page: meta.page_count - 1,
-                what: "file shorter than the meta's page count",
-            });
-        }
-        // The free list of the chosen meta is the whole allocator state: no
-        // reader survives a restart, so nothing is pending.
-        let (free, freelist_pages) = read_freelist(&*store, &meta)?;
-        // Backends without a map (the in-memory test disk) read with pread.
-        let map = match opts.read_mode {
-            ReadMode::Mmap => store.map(len)?.map(Arc::new),
-            ReadMode::Pread { .. } => None,
-        };
-        let use_mmap = map.is_some();
-        let cache = match opts.read_mode {
-            ReadMode::Pread { cache_pages } if cache_pages > 0 => Some(PageCache::new(cache_pages)),
-            _ => None,
-        };
-        let inner = Arc::new(Inner {
-            store,
-            cache,
-            verify_checksums: opts.verify_checksums,
-            use_mmap,
-            state: Mutex::new(State {
-                meta,
-                buckets: Arc::default(),
-                map: map.clone(),
-                readers: BTreeMap::new(),
-                file_len: len,
-            }),
-            writer: Mutex::new(WriterState {
-                free,
-                pending: Vec::new(),
-                freelist_pages,
-            }),
+        let inner = open_inner(store, &opts, path)?;
+        Ok(Db {
+            current: RwLock::new(inner),
+            write_lock: Mutex::new(()),
             poisoned: AtomicBool::new(false),
-            path,
-        });
-        let reader = Reader {
-            inner: inner.clone(),
-            map,
-            meta,
-        };
-        let buckets = load_catalog(&reader)?;
-        drop(reader);
-        inner.state().buckets = Arc::new(buckets);
-        Ok(Db { inner })
+            opts,
+        })
+    }
+
+    /// The open file.
+    fn inner(&self) -> Arc<Inner> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A snapshot of the last commit. Usable from any thread, while writes
     /// commit; the pages it can reach are not reused until it is dropped.
+    /// It keeps reading the file it was taken from, even after an online
+    /// defrag has swapped in a new one.
     pub fn begin_read(&self) -> ReadTxn {
-        let mut st = self.inner.state();
+        let inner = self.inner();
+        let mut st = inner.state();
         let meta = st.meta;
         *st.readers.entry(meta.txn).or_default() += 1;
         let reader = Reader {
-            inner: self.inner.clone(),
+            inner: inner.clone(),
             map: st.map.clone(),
             meta,
         };
@@ -331,24 +283,32 @@ impl Db {
         }
     }
 
-    /// Starts the write txn, waiting for the previous one to finish.
-    pub fn begin_write(&self) -> Result<WriteTxn<'_>, BtreeError> {
-        let guard = match self.inner.writer.lock() {
+    fn lock_writes(&self) -> Result<MutexGuard<'_, ()>, BtreeError> {
+        let guard = match self.write_lock.lock() {
             Ok(g) => g,
             // A writer panicked mid-commit: the allocator state is unknown.
             Err(_) => {
-                self.inner.poisoned.store(true, Ordering::SeqCst);
+                self.poisoned.store(true, Ordering::SeqCst);
                 return Err(BtreeError::Poisoned);
             }
         };
         // Checked after taking the lock: a commit that failed while we waited
         // has set it by now.
-        if self.inner.poisoned.load(Ordering::SeqCst) {
+        if self.poisoned.load(Ordering::SeqCst) {
             return Err(BtreeError::Poisoned);
         }
-        let st = self.inner.state();
+        Ok(guard)
+    }
+
+    /// Starts the write txn, waiting for the previous one to finish.
+    pub fn begin_write(&self) -> Result<WriteTxn<'_>, BtreeError> {
+        let guard = self.lock_writes()?;
+        // Read after taking the lock: a defrag (which holds it) cannot swap
+        // the file until this txn is gone.
+        let inner = self.inner();
+        let st = inner.state();
         let reader = Reader {
-            inner: self.inner.clone(),
+            inner: inner.clone(),
             map: st.map.clone(),
             meta: st.meta,
         };
@@ -356,7 +316,8 @@ impl Db {
         drop(st);
         Ok(WriteTxn {
             db: self,
-            guard,
+            _guard: guard,
+            inner,
             reader,
             cow: Cow::default(),
             base_buckets,
@@ -367,20 +328,21 @@ impl Db {
     /// Whether readers go through the memory map.
     #[cfg(test)]
     pub(crate) fn uses_mmap(&self) -> bool {
-        self.inner.use_mmap
+        self.inner().use_mmap
     }
 
     /// True once a commit's I/O failed; the Db then refuses writes.
     pub fn is_poisoned(&self) -> bool {
-        self.inner.poisoned.load(Ordering::SeqCst)
+        self.poisoned.load(Ordering::SeqCst)
     }
 
     /// Sizes of the last commit.
     pub fn stats(&self) -> Result<Stats, BtreeError> {
-        let meta = self.inner.state().meta;
+        let inner = self.inner();
+        let meta = inner.state().meta;
         Ok(Stats {
             txn_id: meta.txn,
-            file_size: self.inner.store.len()?,
+            file_size: inner.store.len()?,
             page_size: PAGE,
             page_count: meta.page_count,
             free_pages: meta.free_pages,
@@ -413,46 +375,89 @@ impl Db {
         Ok(CompactReport {
             txn_id: snap.txn_id(),
             keys,
-            source_file_size: self.inner.store.len()?,
-            compacted_file_size: out.inner.store.len()?,
+            source_file_size: snap.reader.inner.store.len()?,
+            compacted_file_size: out.inner().store.len()?,
         })
     }
 
-    /// Offline defragmentation: compacts into `<path>.defrag`, renames it over
-    /// the file and reopens. Snapshots still open on the old handle keep
-    /// reading the old (unlinked) file.
-    pub fn defrag(self, opts: Options) -> Result<Db, BtreeError> {
-        let Some(path) = self.inner.path.clone() else {
+    /// Offline defragmentation: [`defrag_online`](Db::defrag_online), then
+    /// the handle reads with `opts`.
+    pub fn defrag(mut self, opts: Options) -> Result<Db, BtreeError> {
+        self.opts = opts;
+        self.defrag_online()?;
+        Ok(self)
+    }
+
+    /// Online defragmentation: copies the live data of the last commit into
+    /// `<path>.defrag` (densely packed, committed and fsynced), renames it
+    /// over the file, fsyncs the directory and continues on the new file.
+    ///
+    /// Writers wait for it (it holds the write lock, so the copy is the last
+    /// commit); readers do not: snapshots taken before the swap keep reading
+    /// the old file, which stays open (unlinked) until the last of them is
+    /// dropped, and new snapshots read the new one.
+    ///
+    /// Crash safety (failpoints `btree::defrag::*`): until the rename, the
+    /// name holds the old file, untouched, and the copy is a stale
+    /// `<path>.defrag` that the next open or defrag deletes. The rename is
+    /// atomic: after a crash the name holds the old or the new file, both
+    /// whole commits of the same data and applied index, never neither. An
+    /// error before the rename leaves this handle on the old file and
+    /// usable; an error after it poisons the handle (which file the name
+    /// will hold after a crash is unknown until the directory is synced).
+    pub fn defrag_online(&self) -> Result<CompactReport, BtreeError> {
+        let _guard = self.lock_writes()?;
+        let old = self.inner();
+        let Some(path) = old.path.clone() else {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "defrag needs a file-backed db",
             )
             .into());
         };
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".defrag");
-        let tmp = PathBuf::from(tmp);
+        let tmp = defrag_tmp_path(&path);
         if tmp.exists() {
             std::fs::remove_file(&tmp)?;
         }
-        // Hold the write lock so no commit lands after the snapshot is taken.
-        let guard = self.begin_write()?;
-        self.compact_into(&tmp)?;
-        drop(guard);
-        drop(self);
-        std::fs::rename(&tmp, &path)?;
-        storage::file::sync_parent_dir(&path)?;
-        Db::open(&path, opts)
+        let copied = self.compact_into(&tmp).and_then(|report| {
+            // The copy's commits are durable and its directory entry was
+            // synced when it was created; the trim may be lost (harmless).
+            rename_over(&tmp, &path)?;
+            Ok(report)
+        });
+        let report = match copied {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let reopened = (|| -> Result<Arc<Inner>, BtreeError> {
+            sync_renamed(&path)?;
+            let store: Arc<dyn Storage> = Arc::new(FileStorage::open(&path)?);
+            open_inner(store, &self.opts, Some(path.clone()))
+        })();
+        match reopened {
+            Ok(new) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
+                Ok(report)
+            }
+            Err(e) => {
+                self.poisoned.store(true, Ordering::SeqCst);
+                Err(e)
+            }
+        }
     }
 
     /// Cuts the file down to its page count when no reader of an older
     /// snapshot could touch the pages past it.
     fn trim_file(&self) -> Result<(), BtreeError> {
-        let _w = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut st = self.inner.state();
+        let inner = self.inner();
+        let _w = inner.writer();
+        let mut st = inner.state();
         let target = st.meta.page_count * PAGE;
         if st.readers.is_empty() && st.file_len > target {
-            self.inner.store.set_len(target)?;
+            inner.store.set_len(target)?;
             st.file_len = target;
         }
         Ok(())
@@ -466,6 +471,101 @@ impl Db {
         let snap = self.begin_read();
         snap.check_integrity()
     }
+}
+
+/// Opens one file: recovers its newest valid meta, reads its free list and
+/// catalog.
+fn open_inner(
+    store: Arc<dyn Storage>,
+    opts: &Options,
+    path: Option<PathBuf>,
+) -> Result<Arc<Inner>, BtreeError> {
+    let mut len = store.len()?;
+    let read_meta = |slot: PageId| -> Result<Option<Meta>, BtreeError> {
+        if len < (slot + 1) * PAGE {
+            return Ok(None);
+        }
+        let mut b = [0u8; PAGE_SIZE];
+        store.read_at(slot * PAGE, &mut b)?;
+        Meta::decode(slot, &b)
+    };
+    let meta = match (read_meta(0)?, read_meta(1)?) {
+        (Some(a), Some(b)) => {
+            if a.txn >= b.txn {
+                a
+            } else {
+                b
+            }
+        }
+        (Some(m), None) | (None, Some(m)) => m,
+        (None, None) if len <= 2 * PAGE => {
+            // Never initialised (or the first init was cut short before
+            // its sync): nothing was ever committed, start empty.
+            // The length first and durable, then the meta: a valid meta
+            // never names pages past the durable end of the file.
+            let m = Meta::empty();
+            store.set_len(2 * PAGE)?;
+            store.write_at(PAGE, &[0u8; PAGE_SIZE])?;
+            store.sync()?;
+            store.write_at(0, &m.encode()[..])?;
+            store.sync()?;
+            len = 2 * PAGE;
+            m
+        }
+        (None, None) => {
+            return Err(BtreeError::Corrupt {
+                page: 0,
+                what: "no valid meta page",
+            })
+        }
+    };
+    if len < meta.page_count * PAGE {
+        return Err(BtreeError::Corrupt {
+            page: meta.page_count - 1,
+            what: "file shorter than the meta's page count",
+        });
+    }
+    // The free list of the chosen meta is the whole allocator state: no
+    // reader survives a restart, so nothing is pending.
+    let (free, freelist_pages) = read_freelist(&*store, &meta)?;
+    // Backends without a map (the in-memory test disk) read with pread.
+    let map = match opts.read_mode {
+        ReadMode::Mmap => store.map(len)?.map(Arc::new),
+        ReadMode::Pread { .. } => None,
+    };
+    let use_mmap = map.is_some();
+    let cache = match opts.read_mode {
+        ReadMode::Pread { cache_pages } if cache_pages > 0 => Some(PageCache::new(cache_pages)),
+        _ => None,
+    };
+    let inner = Arc::new(Inner {
+        store,
+        cache,
+        verify_checksums: opts.verify_checksums,
+        use_mmap,
+        state: Mutex::new(State {
+            meta,
+            buckets: Arc::default(),
+            map: map.clone(),
+            readers: BTreeMap::new(),
+            file_len: len,
+        }),
+        writer: Mutex::new(WriterState {
+            free,
+            pending: Vec::new(),
+            freelist_pages,
+        }),
+        path,
+    });
+    let reader = Reader {
+        inner: inner.clone(),
+        map,
+        meta,
+    };
+    let buckets = load_catalog(&reader)?;
+    drop(reader);
+    inner.state().buckets = Arc::new(buckets);
+    Ok(inner)
 }
 
 fn read_freelist(
@@ -803,7 +903,9 @@ struct WBucket {
 /// returns; dropping it (or [`abort`](WriteTxn::abort)) discards them.
 pub struct WriteTxn<'db> {
     db: &'db Db,
-    guard: MutexGuard<'db, WriterState>,
+    _guard: MutexGuard<'db, ()>,
+    /// The file this txn writes (fixed: a defrag waits for the write lock).
+    inner: Arc<Inner>,
     reader: Reader,
     cow: Cow,
     base_buckets: Buckets,
@@ -969,19 +1071,19 @@ impl<'db> WriteTxn<'db> {
         if self.buckets.values().all(|b| b.is_some_and(|b| !b.dirty)) {
             return Ok(());
         }
-        let inner = self.db.inner.clone();
         let result = self.commit_inner();
         if result.is_err() {
-            inner.poisoned.store(true, Ordering::SeqCst);
+            self.db.poisoned.store(true, Ordering::SeqCst);
         }
         result
     }
 
     fn commit_inner(&mut self) -> Result<(), BtreeError> {
-        let inner = self.db.inner.clone();
+        let inner = self.inner.clone();
         let base = self.reader.meta;
         let txn = base.txn + 1;
-        let w = &mut *self.guard;
+        let mut wguard = inner.writer();
+        let w = &mut *wguard;
 
         // 1. Pages freed by txn F become reusable once no reader of a
         //    snapshot older than F is left.
@@ -1192,5 +1294,27 @@ fn write_commit(
     store.write_at(Meta::slot(meta.txn) * PAGE, &meta.encode()[..])?;
     failpoint!("btree::meta::flip");
     store.sync()?;
+    Ok(())
+}
+
+/// Where [`Db::defrag_online`] builds the copy.
+fn defrag_tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.to_path_buf().into_os_string();
+    tmp.push(".defrag");
+    PathBuf::from(tmp)
+}
+
+/// Renames the finished copy over the live file (atomic: the name holds one
+/// or the other).
+fn rename_over(tmp: &Path, path: &Path) -> io::Result<()> {
+    failpoint!("btree::defrag::before_rename");
+    std::fs::rename(tmp, path)
+}
+
+/// Makes the rename durable.
+fn sync_renamed(path: &Path) -> io::Result<()> {
+    failpoint!("btree::defrag::after_rename");
+    storage::file::sync_parent_dir(path)?;
+    failpoint!("btree::defrag::after_dir_sync");
     Ok(())
 }

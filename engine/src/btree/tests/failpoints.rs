@@ -103,3 +103,134 @@ fn failpoint_panic_at_each_commit_site_reopens_to_a_whole_commit() {
     }
     fp::arm(false);
 }
+
+const DEFRAG_SITES: [&str; 3] = [
+    "btree::defrag::before_rename",
+    "btree::defrag::after_rename",
+    "btree::defrag::after_dir_sync",
+];
+
+/// A db with garbage to defrag and two buckets.
+fn setup_for_defrag(dir: &TempDir) -> (Db, Vec<(Vec<u8>, Vec<u8>)>) {
+    let db = setup(dir);
+    let mut w = db.begin_write().unwrap();
+    for i in 0..3000u32 {
+        w.insert("b", format!("x{i:05}").as_bytes(), &[i as u8; 300])
+            .unwrap();
+    }
+    w.commit().unwrap();
+    let mut w = db.begin_write().unwrap();
+    for i in 0..3000u32 {
+        if i % 7 != 0 {
+            w.remove("b", format!("x{i:05}").as_bytes()).unwrap();
+        }
+    }
+    w.create_bucket("c").unwrap();
+    w.insert("c", b"big", &vec![3u8; 40_000]).unwrap();
+    w.commit().unwrap();
+    let all = db
+        .begin_read()
+        .range("b", ..)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    (db, all)
+}
+
+fn check_same(db: &Db, want: &[(Vec<u8>, Vec<u8>)], site: &str) {
+    let r = db.begin_read();
+    let got: Vec<_> = r.range("b", ..).unwrap().map(|e| e.unwrap()).collect();
+    assert_eq!(got, want, "{site}");
+    assert_eq!(
+        r.get("c", b"big").unwrap(),
+        Some(vec![3u8; 40_000]),
+        "{site}"
+    );
+    db.check_integrity().unwrap();
+}
+
+/// A crash (panic) at every step of an online defrag: reopening finds the
+/// old or the new file, whole, with every commit; never no file.
+#[test]
+fn crash_at_each_defrag_step_reopens_to_the_old_or_the_new_file() {
+    let _scenario = fail::FailScenario::setup();
+    fp::arm(true);
+    for site in DEFRAG_SITES {
+        let dir = TempDir::new("fp-defrag-panic");
+        let (db, want) = setup_for_defrag(&dir);
+        let old_size = db.stats().unwrap().file_size;
+        fail::cfg(site, "panic").unwrap();
+        let crashed = catch_unwind(AssertUnwindSafe(|| db.defrag_online()));
+        fail::remove(site);
+        assert!(crashed.is_err(), "{site}: the failpoint did not fire");
+        // The crashed defrag held the write lock: writes are refused,
+        // reads go on.
+        assert!(matches!(
+            db.begin_write().map(|_| ()),
+            Err(BtreeError::Poisoned)
+        ));
+        check_same(&db, &want, site);
+        drop(db);
+        assert!(dir.file("db").exists(), "{site}: the file is gone");
+        let db = Db::open(dir.file("db"), Options::default()).unwrap();
+        check_same(&db, &want, site);
+        let size = db.stats().unwrap().file_size;
+        if site == "btree::defrag::before_rename" {
+            assert_eq!(size, old_size, "{site}: not renamed yet");
+        } else {
+            assert!(size < old_size, "{site}: renamed: {size} vs {old_size}");
+        }
+        // The stale copy is cleaned up by the open.
+        assert!(!dir.file("db.defrag").exists(), "{site}");
+        let mut w = db.begin_write().unwrap();
+        w.insert("b", b"k", b"after").unwrap();
+        w.commit().unwrap();
+        db.defrag_online().unwrap();
+        drop(db);
+        let db = Db::open(dir.file("db"), Options::default()).unwrap();
+        assert_eq!(read_k(&db), Some(b"after".to_vec()), "{site}");
+    }
+    fp::arm(false);
+}
+
+/// An I/O error before the rename leaves the handle on the old file and
+/// usable; after the rename it poisons the handle (reads go on), and a
+/// reopen finds the new file.
+#[test]
+fn io_error_at_each_defrag_step() {
+    let _scenario = fail::FailScenario::setup();
+    fp::arm(true);
+    for site in DEFRAG_SITES {
+        let dir = TempDir::new("fp-defrag-err");
+        let (db, want) = setup_for_defrag(&dir);
+        fail::cfg(site, "return").unwrap();
+        assert!(
+            matches!(db.defrag_online(), Err(BtreeError::Io(_))),
+            "{site}"
+        );
+        fail::remove(site);
+        check_same(&db, &want, site);
+        if site == "btree::defrag::before_rename" {
+            assert!(!db.is_poisoned(), "{site}");
+            assert!(!dir.file("db.defrag").exists(), "{site}: copy left");
+            let mut w = db.begin_write().unwrap();
+            w.insert("b", b"k", b"v2").unwrap();
+            w.commit().unwrap();
+        } else {
+            assert!(db.is_poisoned(), "{site}");
+        }
+        drop(db);
+        let db = Db::open(dir.file("db"), Options::default()).unwrap();
+        db.check_integrity().unwrap();
+        let r = db.begin_read();
+        let got: Vec<_> = r
+            .range("b", ..)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|(k, _)| k != b"k")
+            .collect();
+        let want: Vec<_> = want.iter().filter(|(k, _)| k != b"k").cloned().collect();
+        assert_eq!(got, want, "{site}");
+    }
+    fp::arm(false);
+}
