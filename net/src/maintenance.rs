@@ -1,6 +1,8 @@
 //! The etcd Maintenance service (`etcdserverpb.Maintenance`): the parts that
-//! exist so far. Status reports this member's Raft position; Alarm lists
-//! alarms (none can be raised yet: there is no quota or corruption check).
+//! exist so far. Status reports this member's Raft position and backend
+//! size; Defragment rewrites this member's B-tree file online (clients are
+//! not blocked, unlike etcd); Alarm lists alarms (none can be raised yet:
+//! there is no quota or corruption check).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -56,6 +58,21 @@ pub fn register(router: &mut Router, node: Arc<Node>) {
                     header: h,
                     hash,
                     compact_revision,
+                })
+            }
+        }),
+    );
+    let n = node.clone();
+    router.add(
+        "/etcdserverpb.Maintenance/Defragment",
+        unary(move |_: pb::DefragmentRequest, _: CallInfo| {
+            let n = n.clone();
+            async move {
+                n.defragment()
+                    .await
+                    .map_err(|e| crate::errors::status_of(&e))?;
+                Ok::<_, Status>(pb::DefragmentResponse {
+                    header: header(&n)?,
                 })
             }
         }),

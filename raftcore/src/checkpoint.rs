@@ -11,6 +11,13 @@
 //! Invariant: at most one checkpoint is in flight, and checkpoints are
 //! committed in applied-index order, so the file's applied index only grows
 //! and always describes exactly the data committed with it.
+//!
+//! Online defrag (`Maintenance.Defragment`) runs on the same thread, as a
+//! job between two checkpoints: the thread is the B-tree's only writer, so
+//! the defrag's copy is the last checkpoint and nothing needs to be caught
+//! up. Clients do not wait for it: their reads and writes are served from
+//! memory and the WAL; only the next checkpoint waits (the WAL holds the
+//! writes meanwhile).
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -19,9 +26,39 @@ use std::time::{Duration, Instant};
 use engine::btree::Db;
 use engine::mvcc::{AppliedState, Checkpoint};
 
-struct Job {
-    cp: Checkpoint,
-    applied: AppliedState,
+enum Job {
+    Checkpoint {
+        cp: Checkpoint,
+        applied: AppliedState,
+    },
+    Defrag(futures_channel::oneshot::Sender<Result<DefragReport, String>>),
+}
+
+/// What one online defrag did.
+#[derive(Clone, Copy, Debug)]
+pub struct DefragReport {
+    pub old_file_size: u64,
+    pub new_file_size: u64,
+    /// Time spent in the defrag itself (the copy, sync, rename, reopen).
+    pub took: Duration,
+}
+
+/// Queues online defrags on the backend thread (from any thread).
+#[derive(Clone)]
+pub(crate) struct Defragmenter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Defragmenter {
+    /// Defragments the B-tree file after the checkpoint in flight, if any.
+    pub(crate) async fn defragment(&self) -> Result<DefragReport, String> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.jobs
+            .send(Job::Defrag(tx))
+            .map_err(|_| "backend thread is gone".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("backend thread is gone".to_string()))
+    }
 }
 
 /// Settings with etcd's defaults.
@@ -64,11 +101,27 @@ impl Checkpointer {
             .name("ferrocd-backend".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    let r = engine::mvcc::save(&db, &job.cp, job.applied)
-                        .map(|()| job.applied)
-                        .map_err(|e| e.to_string());
-                    if done_tx.send_blocking(r).is_err() {
-                        return;
+                    match job {
+                        Job::Checkpoint { cp, applied } => {
+                            let r = engine::mvcc::save(&db, &cp, applied)
+                                .map(|()| applied)
+                                .map_err(|e| e.to_string());
+                            if done_tx.send_blocking(r).is_err() {
+                                return;
+                            }
+                        }
+                        Job::Defrag(reply) => {
+                            let start = Instant::now();
+                            let r = db
+                                .defrag_online()
+                                .map(|rep| DefragReport {
+                                    old_file_size: rep.source_file_size,
+                                    new_file_size: rep.compacted_file_size,
+                                    took: start.elapsed(),
+                                })
+                                .map_err(|e| format!("defragment: {e}"));
+                            let _ = reply.send(r);
+                        }
                     }
                 }
             })?;
@@ -90,9 +143,16 @@ impl Checkpointer {
                 || applied - self.last_index >= self.cfg.limit)
     }
 
+    /// A handle that queues defrags on this checkpointer's thread.
+    pub(crate) fn defragmenter(&self) -> Defragmenter {
+        Defragmenter {
+            jobs: self.jobs.clone(),
+        }
+    }
+
     pub(crate) fn submit(&mut self, cp: Checkpoint, applied: AppliedState) -> Result<(), String> {
         self.jobs
-            .send(Job { cp, applied })
+            .send(Job::Checkpoint { cp, applied })
             .map_err(|_| "backend thread is gone".to_string())?;
         self.in_flight = true;
         self.last_index = applied.index;

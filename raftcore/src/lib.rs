@@ -12,7 +12,7 @@ mod node;
 pub mod proposal;
 pub mod wal_log;
 
-pub use checkpoint::CheckpointConfig;
+pub use checkpoint::{CheckpointConfig, DefragReport};
 pub use log_store::{LogError, LogStore, MemLog};
 pub use node::{
     Applied, Error, Header, LeaseGrant, MemberInfo, Node, NodeConfig, RaftLoop, RaftStatus,

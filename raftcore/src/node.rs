@@ -32,6 +32,7 @@ use raft::prelude::ReadState;
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 
+mod defrag;
 mod lease;
 
 use crate::checkpoint::{CheckpointConfig, Checkpointer};
@@ -219,6 +220,8 @@ struct Shared {
     serving: AtomicBool,
     /// The B-tree file, for its size (Status.dbSize / dbSizeInUse).
     db: Option<Arc<Db>>,
+    /// Queues online defrags on the checkpoint thread (module `defrag`).
+    defrag: Option<crate::checkpoint::Defragmenter>,
     /// Set once the log failed to persist: writes are refused from then on.
     poisoned: std::sync::Mutex<Option<String>>,
     members: Members,
@@ -355,6 +358,13 @@ impl Node {
         });
         let lessor = lease::recover_lessor(&cfg, backend.as_ref().map(|(db, _)| &**db), &store)?;
         let lease_ids = lease::LeaseIds::new(cfg.member_id);
+        let checkpointer = match &backend {
+            Some((db, ccfg)) => Some(
+                Checkpointer::spawn(db.clone(), *ccfg, applied.index)
+                    .map_err(|e| Error::Backend(format!("cannot start the backend thread: {e}")))?,
+            ),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             cfg,
             store: RwLock::new(store),
@@ -365,19 +375,13 @@ impl Node {
             sole_leader: AtomicBool::new(false),
             serving: AtomicBool::new(false),
             db: backend.as_ref().map(|(db, _)| db.clone()),
+            defrag: checkpointer.as_ref().map(Checkpointer::defragmenter),
             poisoned: std::sync::Mutex::new(None),
             members: RwLock::new(members),
             next_id: AtomicU64::new(1),
             watch,
             lessor: std::sync::Mutex::new(lessor),
         });
-        let checkpointer = match backend {
-            Some((db, ccfg)) => Some(
-                Checkpointer::spawn(db, ccfg, applied.index)
-                    .map_err(|e| Error::Backend(format!("cannot start the backend thread: {e}")))?,
-            ),
-            None => None,
-        };
         let (tx, rx) = async_channel::unbounded();
         let (out_tx, out_rx) = async_channel::unbounded();
         let node = Arc::new(Node {

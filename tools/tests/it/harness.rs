@@ -583,6 +583,35 @@ impl Server {
         st
     }
 
+    /// Stops the server (SIGTERM) and starts it again on the same data dir,
+    /// ports and flags; waits until it is ready. The port may linger
+    /// briefly after the stop, so the start is retried for a while.
+    pub fn restart(&mut self) {
+        self.shutdown();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.child = Some(spawn_server(
+                self.kind.bin(),
+                &self.args,
+                &self.dir,
+                &self.log,
+            ));
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(why) if Instant::now() < deadline => {
+                    eprintln!("[it] {} restart: {why}; retrying", self.kind.label());
+                    self.shutdown();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(why) => panic!(
+                    "{} did not come back after a restart: {why}\n{}",
+                    self.kind.label(),
+                    tail(&self.log, 100)
+                ),
+            }
+        }
+    }
+
     /// SIGTERM, then SIGKILL after a timeout. Returns the exit status.
     pub fn shutdown(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;

@@ -16,6 +16,7 @@ mod cluster;
 mod compare;
 mod crash;
 mod defaults;
+mod defrag;
 mod errors;
 mod harness;
 mod http;
