@@ -32,6 +32,12 @@
 //! caller must then propose a checkpoint of 0 (= "none"), which
 //! [`Lessor::renew`] asks for with `clear_checkpoint`.
 //!
+//! Leases shorter than the interval are never checkpointed on schedule (as
+//! in etcd). So that a graceful leader change (MoveLeader) does not give
+//! them their full TTL again, the leader first checkpoints every lease
+//! ([`Lessor::remaining_ttls`]); after a crash of the leader they still
+//! restart from their last checkpoint or full TTL, as in etcd.
+//!
 //! # Invariants
 //! * `items[k] == id` if and only if `k` is in `leases[id].keys`; a key is
 //!   attached to at most one lease, and only to a lease that exists.
@@ -526,6 +532,26 @@ impl Lessor {
             out.push((id, remaining));
         }
         out
+    }
+
+    /// Primary: the remaining TTL of every live lease (whole seconds,
+    /// rounded up), for a checkpoint of all of them before this member
+    /// hands leadership over (not in etcd v3.5, which resets every lease
+    /// shorter than the checkpoint interval to its full TTL on a leader
+    /// change: etcd#9888). Leases with their full TTL left need none.
+    pub fn remaining_ttls(&self, now: Instant) -> Vec<(LeaseId, i64)> {
+        if !self.primary {
+            return Vec::new();
+        }
+        self.leases
+            .iter()
+            .filter_map(|(id, l)| {
+                let left = l.deadline.filter(|d| *d > now)? - now;
+                let remaining = i64::try_from(left.as_secs()).unwrap_or(i64::MAX)
+                    + i64::from(left.subsec_nanos() > 0);
+                (remaining < l.ttl).then_some((*id, remaining))
+            })
+            .collect()
     }
 
     /// The persisted records changed since the last call (for the backend

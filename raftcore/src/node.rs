@@ -427,7 +427,16 @@ impl Node {
     }
 
     /// MoveLeader: transfers leadership to `target` and waits until it leads.
+    ///
+    /// First, while it still leads, this member checkpoints the remaining
+    /// TTL of every lease through Raft, so that the new leader starts each
+    /// lease from what was left of it, not from its full TTL (etcd v3.5
+    /// does the latter for every lease shorter than the checkpoint
+    /// interval: etcd#9888).
     pub async fn move_leader(&self, target: u64) -> Result<(), Error> {
+        if target != self.shared.cfg.member_id {
+            self.checkpoint_all_leases().await?;
+        }
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Cmd::TransferLeader { target, done })

@@ -190,6 +190,37 @@ fn checkpoints_carry_the_remaining_ttl_to_the_next_primary() {
 }
 
 #[test]
+fn a_checkpoint_of_all_leases_before_a_handover_keeps_short_leases_short() {
+    let t0 = Instant::now();
+    let mut a = Lessor::new(cfg());
+    let mut b = Lessor::new(cfg());
+    assert!(a.remaining_ttls(t0).is_empty(), "not primary: nothing");
+    a.promote(t0, s(1));
+    for l in [&mut a, &mut b] {
+        l.grant(LeaseId(1), 30, t0).unwrap(); // shorter than the interval
+        l.grant(LeaseId(2), 300, t0).unwrap();
+        l.grant(LeaseId(3), 30, t0 + s(20)).unwrap(); // granted later
+    }
+    let t1 = t0 + s(20);
+    a.renew(LeaseId(3), t1).unwrap();
+    // Lease 3 has its full TTL left: no checkpoint needed.
+    let all = a.remaining_ttls(t1);
+    assert_eq!(all, vec![(LeaseId(1), 10), (LeaseId(2), 280)]);
+    for l in [&mut a, &mut b] {
+        for (id, rem) in &all {
+            l.checkpoint(*id, *rem, t1);
+        }
+    }
+    a.demote();
+    b.promote(t1, s(1));
+    assert_eq!(b.time_to_live(LeaseId(1), t1).unwrap().remaining, 11);
+    assert_eq!(b.time_to_live(LeaseId(2), t1).unwrap().remaining, 281);
+    assert_eq!(b.time_to_live(LeaseId(3), t1).unwrap().remaining, 31);
+    a.assert_invariants();
+    b.assert_invariants();
+}
+
+#[test]
 fn promote_spreads_piled_up_expiries() {
     let t0 = Instant::now();
     let mut l = Lessor::new(cfg());

@@ -312,6 +312,18 @@ impl Node {
         }
     }
 
+    /// Before a leadership handover (MoveLeader): checkpoints the remaining
+    /// TTL of every lease through Raft and waits until they are applied.
+    /// Nothing to do on a member that is not the primary.
+    pub(super) async fn checkpoint_all_leases(&self) -> Result<(), Error> {
+        let all = self.lessor()?.remaining_ttls(Instant::now());
+        for batch in all.chunks(engine::lease::MAX_CHECKPOINT_BATCH) {
+            let cps = batch.iter().map(|(id, rem)| (id.0, *rem)).collect();
+            self.propose(Request::LeaseCheckpoint(cps)).await?;
+        }
+        Ok(())
+    }
+
     /// LeaseLeases: this member's leases, soonest deadline first.
     pub fn lease_leases(&self) -> Result<Vec<i64>, Error> {
         Ok(self.lessor()?.leases().into_iter().map(|l| l.0).collect())
