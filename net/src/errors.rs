@@ -59,6 +59,10 @@ pub fn lease_ttl_too_large() -> Status {
 pub fn request_too_large() -> Status {
     s(Code::INVALID_ARGUMENT, "etcdserver: request is too large")
 }
+/// etcd's `ErrGRPCNoLeader`.
+pub fn no_leader() -> Status {
+    s(Code::UNAVAILABLE, "etcdserver: no leader")
+}
 pub fn stopped() -> Status {
     s(Code::UNAVAILABLE, "etcdserver: server stopped")
 }
@@ -77,7 +81,7 @@ pub fn status_of(e: &raftcore::Error) -> Status {
         raftcore::Error::LeaseTtlTooLarge => lease_ttl_too_large(),
         raftcore::Error::Stopped => stopped(),
         raftcore::Error::Timeout => s(Code::UNAVAILABLE, "etcdserver: request timed out"),
-        raftcore::Error::NoLeader => s(Code::UNAVAILABLE, "etcdserver: no leader"),
+        raftcore::Error::NoLeader => no_leader(),
         raftcore::Error::NotLeader => s(Code::FAILED_PRECONDITION, "etcdserver: not leader"),
         raftcore::Error::BadLeaderTransferee => s(
             Code::FAILED_PRECONDITION,

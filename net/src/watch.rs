@@ -25,6 +25,12 @@
 //! with `watch_id: -1` and etcd's `cancel_reason`; a cancel of an unknown id
 //! is silently ignored; a progress request is answered with `watch_id: -1`
 //! and the stream's revision; a compaction cancel carries header revision 0.
+//!
+//! Require-leader streams (gRPC metadata `hasleader: true`, clientv3's
+//! `WithRequireLeader`), as etcd's stream interceptor and `monitorLeader`:
+//! refused with "etcdserver: no leader" (Unavailable) when the member has no
+//! leader, and ended with it after [`MAX_NO_LEADER_CHECKS`] checks in a row,
+//! one per election timeout, without a leader.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -43,6 +49,12 @@ use crate::grpc::server::{RequestStream, ResponseSink};
 use crate::grpc::{streaming, CallInfo, Router, Status};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::mvccpb;
+
+/// etcd's `maxNoLeaderCnt`: a stream opened with `hasleader: true` ends
+/// with "etcdserver: no leader" once this member has seen no leader at this
+/// many checks in a row, one check per election timeout (etcd's
+/// `monitorLeader`).
+pub const MAX_NO_LEADER_CHECKS: u32 = 3;
 
 /// etcd's `minWatchProgressInterval`: shorter settings are raised to it.
 pub const MIN_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_millis(100);
@@ -79,12 +91,10 @@ pub fn register(router: &mut Router, node: Arc<Node>, cfg: WatchConfig) {
     let svc = Rc::new(WatchService { node, cfg });
     router.add(
         "/etcdserverpb.Watch/Watch",
-        streaming(
-            move |rx: RequestStream, tx: ResponseSink, _info: CallInfo| {
-                let svc = svc.clone();
-                async move { svc.serve(rx, tx).await }
-            },
-        ),
+        streaming(move |rx: RequestStream, tx: ResponseSink, info: CallInfo| {
+            let svc = svc.clone();
+            async move { svc.serve(rx, tx, info.require_leader).await }
+        }),
     );
 }
 
@@ -123,15 +133,36 @@ impl WatchService {
         base + Duration::from_nanos(r % tenth.max(1))
     }
 
-    async fn serve(&self, mut rx: RequestStream, tx: ResponseSink) -> Result<(), Status> {
+    /// One election timeout: how often a require-leader stream looks for a
+    /// leader.
+    fn election_timeout(&self) -> Duration {
+        let cfg = self.node.config();
+        cfg.heartbeat
+            .saturating_mul(u32::try_from(cfg.election_ticks).unwrap_or(u32::MAX))
+    }
+
+    async fn serve(
+        &self,
+        mut rx: RequestStream,
+        tx: ResponseSink,
+        require_leader: bool,
+    ) -> Result<(), Status> {
+        // etcd's stream interceptor: refused at once without a leader.
+        if require_leader && self.node.leader() == 0 {
+            return Err(errors::no_leader());
+        }
         let mut ws = self.node.watch_hub().new_stream();
         let mut opts: HashMap<WatchId, Opts> = HashMap::new();
         let interval = self.progress_interval();
         let mut next_tick = Instant::now() + interval;
+        let election = self.election_timeout();
+        let mut next_leader_check = require_leader.then(|| Instant::now() + election);
+        let mut no_leader_checks = 0;
         let mut half_closed = false;
         loop {
             self.flush(&mut ws, &tx, &mut opts).await?;
-            let wait_tick = next_tick.saturating_duration_since(Instant::now());
+            let wake_at = next_leader_check.map_or(next_tick, |c| c.min(next_tick));
+            let wait_tick = wake_at.saturating_duration_since(Instant::now());
             let wake = future::or(
                 async {
                     if half_closed {
@@ -166,6 +197,18 @@ impl WatchService {
                 Wake::Request(Ok(None)) => half_closed = true,
                 Wake::Request(Err(st)) => return Err(st),
                 Wake::Notified => {}
+                Wake::Tick if Instant::now() < next_tick => {
+                    // The leader check of a require-leader stream.
+                    next_leader_check = Some(Instant::now() + election);
+                    if self.node.leader() == 0 {
+                        no_leader_checks += 1;
+                        if no_leader_checks >= MAX_NO_LEADER_CHECKS {
+                            return Err(errors::no_leader());
+                        }
+                    } else {
+                        no_leader_checks = 0;
+                    }
+                }
                 Wake::Tick => {
                     next_tick = Instant::now() + interval;
                     for (id, o) in opts.iter_mut() {

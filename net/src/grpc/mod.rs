@@ -31,6 +31,9 @@ pub struct CallInfo {
     pub authorization: Option<String>,
     /// Size of the encoded request message (unary calls).
     pub request_len: usize,
+    /// The `hasleader: true` metadata (clientv3's `WithRequireLeader`): the
+    /// call must fail while this member has no leader.
+    pub require_leader: bool,
 }
 
 type UnaryFn = dyn Fn(Bytes, CallInfo) -> LocalBoxFuture<Result<Bytes, Status>>;

@@ -276,6 +276,10 @@ async fn handle_stream(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         request_len: 0,
+        require_leader: parts
+            .headers
+            .get("hasleader")
+            .is_some_and(|v| v.as_bytes() == b"true"),
     };
     let handler = match router.route(parts.uri.path()) {
         Ok(h) => h.clone(),
