@@ -3,32 +3,41 @@
 //! on all (linearizable and serializable), and failover: SIGKILL the
 //! leader, a new one is elected, writes go on, the killed member restarts
 //! from its data dir and catches up.
+//!
+//! `Cluster` is shared with other modules (`lease_failover`), which may also
+//! start it with the real etcd.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{
-    etcdctl, ferrocd_bin, free_port, fresh_temp_dir, spawn_server, strings, tail,
-};
+use crate::harness::{etcdctl, free_port, fresh_temp_dir, spawn_server, strings, tail, Kind};
 
-struct Member {
-    name: String,
-    client: u16,
-    peer: u16,
-    dir: PathBuf,
+pub(crate) struct Member {
+    pub(crate) name: String,
+    pub(crate) client: u16,
+    pub(crate) peer: u16,
+    pub(crate) dir: PathBuf,
     child: Option<Child>,
 }
 
-struct Cluster {
-    members: Vec<Member>,
+pub(crate) struct Cluster {
+    pub(crate) members: Vec<Member>,
     initial: String,
+    bin: &'static Path,
+    extra: Vec<String>,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_kind(Kind::Ferrocd, &[])
+    }
+
+    /// Three members of `kind` (ferrocd or the real etcd) with the
+    /// standard flags plus `extra`.
+    pub(crate) fn start_kind(kind: Kind, extra: &[&str]) -> Cluster {
         let root = fresh_temp_dir("cluster3");
         let members: Vec<Member> = ["m1", "m2", "m3"]
             .iter()
@@ -45,14 +54,19 @@ impl Cluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = Cluster { members, initial };
+        let mut c = Cluster {
+            members,
+            initial,
+            bin: kind.bin(),
+            extra: strings(extra),
+        };
         for i in 0..3 {
             c.spawn(i);
         }
         c
     }
 
-    fn spawn(&mut self, i: usize) {
+    pub(crate) fn spawn(&mut self, i: usize) {
         let m = &self.members[i];
         std::fs::create_dir_all(&m.dir).expect("member dir");
         let c = format!("http://127.0.0.1:{}", m.client);
@@ -79,22 +93,24 @@ impl Cluster {
             "--election-timeout",
             "500",
         ]);
-        let child = spawn_server(ferrocd_bin(), &args, &m.dir, &m.dir.join("server.log"));
+        let args = [args, self.extra.clone()].concat();
+        let child = spawn_server(self.bin, &args, &m.dir, &m.dir.join("server.log"));
         self.members[i].child = Some(child);
     }
 
-    fn kill(&mut self, i: usize) {
+    /// SIGKILL.
+    pub(crate) fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    fn ep(&self, i: usize) -> String {
+    pub(crate) fn ep(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.members[i].client)
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.members
             .iter()
             .map(|m| {
@@ -108,7 +124,7 @@ impl Cluster {
     }
 
     /// `endpoint status -w json` of member `i`: (member_id, leader, raft_index, raft_term).
-    fn status(&self, i: usize) -> Option<(u64, u64, u64, u64)> {
+    pub(crate) fn status(&self, i: usize) -> Option<(u64, u64, u64, u64)> {
         let out = etcdctl(
             Some(&self.ep(i)),
             &strings(&["endpoint", "status", "-w", "json"]),
@@ -129,7 +145,7 @@ impl Cluster {
 
     /// Waits until the given members agree on one leader among them and on
     /// the Raft index; returns the leader's position.
-    fn wait_converged(&self, live: &[usize]) -> usize {
+    pub(crate) fn wait_converged(&self, live: &[usize]) -> usize {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let st: Vec<_> = live.iter().map(|&i| self.status(i)).collect();
@@ -153,7 +169,7 @@ impl Cluster {
         }
     }
 
-    fn ctl(&self, i: usize, args: &[&str]) -> (i32, String) {
+    pub(crate) fn ctl(&self, i: usize, args: &[&str]) -> (i32, String) {
         let out = etcdctl(Some(&self.ep(i)), &strings(args), None);
         (out.code, String::from_utf8_lossy(&out.stdout).into_owned())
     }

@@ -21,6 +21,7 @@ mod errors;
 mod harness;
 mod http;
 mod kv_compare;
+mod leader_change;
 mod lease;
 mod lifecycle;
 mod lock;

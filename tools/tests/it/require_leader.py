@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Require-leader watches (clientv3's WithRequireLeader: gRPC metadata
+`hasleader: true`), driven from tools/tests/it/leader_change.rs.
+
+Opens two watch streams on one member, one with `hasleader: true` and one
+without, and prints READY once both are created. Then waits for a line on
+stdin (the other members have been stopped), and reports as JSON how each
+stream ended within 30 s, and how a new require-leader watch is answered.
+
+Usage: require_leader.py ENDPOINT
+"""
+
+import json
+import queue
+import sys
+import threading
+import time
+
+import grpc
+from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+
+REQUIRE_LEADER = (("hasleader", "true"),)
+
+
+class Stream:
+    def __init__(self, stub, metadata):
+        self.q = queue.Queue()
+        self.q.put(rpc_pb2.WatchRequest(
+            create_request=rpc_pb2.WatchCreateRequest(key=b"a")))
+        self.created = threading.Event()
+        self.ended = threading.Event()
+        self.result = dict(end="open")
+        self.t0 = time.time()
+        self.call = stub.Watch(self.gen(), metadata=metadata)
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def gen(self):
+        while True:
+            r = self.q.get()
+            if r is None:
+                return
+            yield r
+
+    def read(self):
+        try:
+            for r in self.call:
+                if r.created:
+                    self.created.set()
+            self.result = dict(end="eof")
+        except grpc.RpcError as e:
+            self.result = dict(end="error", code=e.code().name, details=e.details())
+        self.result["after"] = time.time() - self.t0
+        self.ended.set()
+
+
+def main():
+    channel = grpc.insecure_channel(sys.argv[1])
+    grpc.channel_ready_future(channel).result(timeout=15)
+    stub = rpc_pb2_grpc.WatchStub(channel)
+    rl = Stream(stub, REQUIRE_LEADER)
+    plain = Stream(stub, ())
+    for s in (rl, plain):
+        if not s.created.wait(15):
+            print(json.dumps(dict(error="not created", result=s.result)))
+            return
+    print("READY", flush=True)
+    sys.stdin.readline()
+    t_go = time.time()
+    rl.ended.wait(30)
+    out = dict(require_leader=dict(rl.result), plain=dict(plain.result))
+    if rl.ended.is_set():
+        out["require_leader"]["after"] = rl.result["after"] - (t_go - rl.t0)
+    # A new require-leader watch on the leaderless member.
+    again = Stream(stub, REQUIRE_LEADER)
+    again.ended.wait(10)
+    out["new_require_leader"] = dict(again.result, created=again.created.is_set())
+    print(json.dumps(out), flush=True)
+    for s in (rl, plain, again):
+        s.q.put(None)
+        s.call.cancel()
+
+
+if __name__ == "__main__":
+    main()
