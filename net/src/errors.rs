@@ -82,6 +82,8 @@ pub fn status_of(e: &raftcore::Error) -> Status {
         raftcore::Error::Stopped => stopped(),
         raftcore::Error::Timeout => s(Code::UNAVAILABLE, "etcdserver: request timed out"),
         raftcore::Error::NoLeader => no_leader(),
+        // etcd passes the context's error through untranslated: code Unknown.
+        raftcore::Error::NotProposed => s(Code::UNKNOWN, "context deadline exceeded"),
         raftcore::Error::NotLeader => s(Code::FAILED_PRECONDITION, "etcdserver: not leader"),
         raftcore::Error::BadLeaderTransferee => s(
             Code::FAILED_PRECONDITION,

@@ -110,7 +110,13 @@ fn status(n: &Node) -> Result<pb::StatusResponse, Status> {
         raft_index: rs.raft_index,
         raft_term: rs.term,
         raft_applied_index: rs.applied_index,
-        errors: Vec::new(),
+        // etcd reports a member without a leader here (and alarms, which
+        // ferrocd does not raise).
+        errors: if rs.leader == 0 {
+            vec![raftcore::Error::NoLeader.to_string()]
+        } else {
+            Vec::new()
+        },
         db_size_in_use: i64::try_from(in_use).unwrap_or(i64::MAX),
         is_learner: rs.is_learner,
     })

@@ -61,6 +61,12 @@ pub enum Error {
     Stopped,
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// The request timeout passed before Raft accepted the proposal at all
+    /// (no leader known the whole time). etcd's raft node blocks such a
+    /// proposal until the context ends and etcd returns the context's own
+    /// error; so does ferrocd.
+    #[error("context deadline exceeded")]
+    NotProposed,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: not leader")]
@@ -188,6 +194,8 @@ enum Cmd {
     Propose {
         id: u64,
         data: Vec<u8>,
+        /// Set once raft accepted the proposal (see `Error::NotProposed`).
+        accepted: Arc<AtomicBool>,
         done: Reply<Applied>,
     },
     Read {
@@ -560,16 +568,29 @@ impl Node {
         }
         .encode();
         let (done, rx) = oneshot::channel();
+        let accepted = Arc::new(AtomicBool::new(false));
         self.tx
-            .send(Cmd::Propose { id, data, done })
+            .send(Cmd::Propose {
+                id,
+                data,
+                accepted: accepted.clone(),
+                done,
+            })
             .await
             .map_err(|_| Error::Stopped)?;
-        self.with_timeout(rx).await
+        match self.with_timeout(rx).await {
+            Err(Error::Timeout) if !accepted.load(Ordering::Acquire) => Err(Error::NotProposed),
+            r => r,
+        }
     }
 
     /// ReadIndex: resolves once this member has applied everything that was
     /// committed when the read arrived.
     pub async fn read_barrier(&self) -> Result<(), Error> {
+        // A planted bug for the fault tests (feature `failpoints` only):
+        // serve "linearizable" reads from local state without ReadIndex.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("raftcore::read_barrier::skip", |_| Ok(()));
         if self.shared.sole_leader.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -693,7 +714,7 @@ pub struct RaftLoop {
     waiters: HashMap<u64, Reply<Applied>>,
     /// Proposals raft dropped (no leader yet); retried on every round until
     /// their caller times out.
-    unproposed: Vec<(u64, Vec<u8>)>,
+    unproposed: Vec<(u64, Vec<u8>, Arc<AtomicBool>)>,
     /// Reads not yet sent as a ReadIndex request.
     pending_reads: Vec<Reply<()>>,
     /// ReadIndex requests in flight, by context.
@@ -911,10 +932,17 @@ impl RaftLoop {
 
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Propose { id, data, done } => {
+            Cmd::Propose {
+                id,
+                data,
+                accepted,
+                done,
+            } => {
                 self.waiters.insert(id, done);
-                if self.raw.propose(Vec::new(), data.clone()).is_err() {
-                    self.unproposed.push((id, data));
+                if self.raw.propose(Vec::new(), data.clone()).is_ok() {
+                    accepted.store(true, Ordering::Release);
+                } else {
+                    self.unproposed.push((id, data, accepted));
                 }
             }
             Cmd::Read { done } => self.pending_reads.push(done),
@@ -956,18 +984,24 @@ impl RaftLoop {
         }
     }
 
+    /// Proposes again what raft dropped for want of a leader, once one is
+    /// known: the leader appends it, a follower forwards it (as etcd's raft
+    /// node accepts a blocked proposal once it learns a leader). Dropped
+    /// proposals went nowhere, so this cannot duplicate an entry.
     fn retry_unproposed(&mut self) {
-        if self.unproposed.is_empty() || self.raw.raft.state != StateRole::Leader {
+        if self.unproposed.is_empty() || self.raw.raft.leader_id == raft::INVALID_ID {
             // Drop the ones whose caller gave up.
             self.unproposed
-                .retain(|(id, _)| self.waiters.get(id).is_some_and(|w| !w.is_canceled()));
+                .retain(|(id, _, _)| self.waiters.get(id).is_some_and(|w| !w.is_canceled()));
             return;
         }
-        for (id, data) in std::mem::take(&mut self.unproposed) {
-            if self.waiters.get(&id).is_some_and(|w| !w.is_canceled())
-                && self.raw.propose(Vec::new(), data.clone()).is_err()
-            {
-                self.unproposed.push((id, data));
+        for (id, data, accepted) in std::mem::take(&mut self.unproposed) {
+            if self.waiters.get(&id).is_some_and(|w| !w.is_canceled()) {
+                if self.raw.propose(Vec::new(), data.clone()).is_ok() {
+                    accepted.store(true, Ordering::Release);
+                } else {
+                    self.unproposed.push((id, data, accepted));
+                }
             }
         }
     }

@@ -12,6 +12,16 @@ use tools::config::{self, Config};
 use tools::{logging, notify};
 
 fn main() {
+    // Test builds only: arm the failpoints named in FAILPOINTS (planted
+    // bugs for the fault tests); kept for the life of the process.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = {
+        let s = fail::FailScenario::setup();
+        if let Ok(v) = std::env::var("FAILPOINTS") {
+            eprintln!("ferrocd: FAILPOINTS armed: {v}");
+        }
+        s
+    };
     let cfg = config::parse_cli();
     if let Err(msg) = run(&cfg) {
         logging::fatal(msg.as_str(), &[]);

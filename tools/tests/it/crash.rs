@@ -88,10 +88,10 @@ fn env_num(name: &str) -> Option<u64> {
 // Seeded randomness (splitmix64; no dependency)
 // ---------------------------------------------------------------------------
 
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -99,7 +99,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
     }
 }
@@ -121,7 +121,7 @@ fn seed(test: &str) -> u64 {
 /// neither `free_port()` users nor the source port of some outgoing connection
 /// can take it while the member is down; never handed out twice by this
 /// process.
-fn stable_port() -> u16 {
+pub fn stable_port() -> u16 {
     static USED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     static RNG: OnceLock<Mutex<Rng>> = OnceLock::new();
     let used = USED.get_or_init(|| Mutex::new(HashSet::new()));

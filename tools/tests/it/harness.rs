@@ -369,6 +369,18 @@ pub fn subject_kind() -> Kind {
 /// Spawn a server process with a scrubbed environment (both etcd and ferrocd
 /// treat `ETCD_*` variables as flags), stdout+stderr appended to `log`.
 pub fn spawn_server(bin: &Path, args: &[String], cwd: &Path, log: &Path) -> Child {
+    spawn_server_env(bin, args, cwd, log, &[])
+}
+
+/// [`spawn_server`] with extra environment variables (e.g. `FAILPOINTS` for
+/// a ferrocd built with the `failpoints` feature).
+pub fn spawn_server_env(
+    bin: &Path,
+    args: &[String],
+    cwd: &Path,
+    log: &Path,
+    envs: &[(String, String)],
+) -> Child {
     let logf = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -380,6 +392,7 @@ pub fn spawn_server(bin: &Path, args: &[String], cwd: &Path, log: &Path) -> Chil
             cmd.env_remove(&k);
         }
     }
+    cmd.envs(envs.iter().map(|(k, v)| (k, v)));
     cmd.args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
