@@ -1006,7 +1006,16 @@ impl RaftLoop {
         }
     }
 
+    /// Records the Raft role and answers what it settles, then publishes
+    /// this member's attributes if due. Only outside a Ready (it may
+    /// propose).
     fn update_role(&mut self) {
+        self.note_role();
+        self.maybe_publish();
+    }
+
+    /// [`Self::update_role`] without proposing anything.
+    fn note_role(&mut self) {
         let leader = self.raw.raft.leader_id;
         self.shared.leader.store(leader, Ordering::Release);
         self.shared
@@ -1034,7 +1043,6 @@ impl RaftLoop {
                 }
             }
         }
-        self.maybe_publish();
         self.update_lessor();
     }
 
@@ -1094,7 +1102,11 @@ impl RaftLoop {
             )));
         }
         if ready.ss().is_some() || ready.hs().is_some() {
-            self.update_role();
+            // No proposals here: between `ready()` and `advance()` a
+            // follower must not create messages (raft-rs panics "not leader
+            // but has new msg after advance"); publishing waits for the
+            // `update_role` after `advance`.
+            self.note_role();
         }
         self.send(ready.take_messages());
         let committed = ready.take_committed_entries();
