@@ -342,7 +342,14 @@ struct Outcome {
     dir: PathBuf,
 }
 
-fn run(faults: Faults, envs: &[(&str, &str)], seconds: u64, tag: &str) -> Outcome {
+/// `violation_expected`: a planted bug; keep the data only otherwise.
+fn run(
+    faults: Faults,
+    envs: &[(&str, &str)],
+    seconds: u64,
+    tag: &str,
+    violation_expected: bool,
+) -> Outcome {
     let seed = env_num("FERROCD_LIN_SEED").unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -416,7 +423,7 @@ fn run(faults: Faults, envs: &[(&str, &str)], seconds: u64, tag: &str) -> Outcom
         }
     );
     let keep = c.root.clone();
-    if !verdict.is_linearizable() {
+    if verdict.is_linearizable() == violation_expected {
         // Keep the histories and logs for inspection.
         c.keep = true;
     }
@@ -452,7 +459,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 #[test]
 fn linearizable_under_kills_stops_and_partitions() {
     let seconds = env_num("FERROCD_LIN_SECONDS").unwrap_or(45);
-    let o = run(Faults::All, &[], seconds, "faults");
+    let o = run(Faults::All, &[], seconds, "faults", false);
     assert!(
         o.verdict.is_linearizable(),
         "history not proven linearizable (kept in {}):\n{}",
@@ -483,6 +490,7 @@ fn planted_stale_reads_are_caught() {
         &[("FAILPOINTS", "raftcore::read_barrier::skip=return")],
         seconds,
         "planted stale reads",
+        true,
     );
     assert!(
         o.verdict.is_violation(),
