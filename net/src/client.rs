@@ -21,8 +21,12 @@
 //! (PROTOCOL-HTTP2.md, "Errors"), and a non-200 HTTP status without a
 //! `grpc-status` maps as in `http-grpc-status-mapping.md`.
 //!
-//! Not here yet: TLS, keepalive pings, streaming calls (watch, lease
-//! keep-alive), several endpoints / balancing. Flow control: the whole
+//! * [`Client::streaming`] opens a bidirectional streaming call (Watch,
+//!   LeaseKeepAlive): a [`StreamTx`] that sends messages and a [`StreamRx`]
+//!   that reads them until the server's status ends the call; dropping both
+//!   resets the stream (CANCEL), as a canceled grpc-go call does.
+//!
+//! Not here yet: TLS, keepalive pings, several endpoints / balancing. Flow control: the whole
 //! request frame is handed to `h2` at once; `h2` queues what the peer's window
 //! does not admit yet and sends it as WINDOW_UPDATEs arrive.
 
@@ -330,6 +334,38 @@ impl Client {
         h2_status(e)
     }
 
+    /// Opens a bidirectional streaming call on `path` (optionally with the
+    /// `hasleader: true` metadata of clientv3's `WithRequireLeader`).
+    pub async fn streaming(
+        &self,
+        path: &str,
+        require_leader: bool,
+    ) -> Result<(StreamTx, StreamRx), Status> {
+        let inner = &*self.inner;
+        let mut request = build_request(inner, path, None, None)?;
+        if require_leader {
+            request
+                .headers_mut()
+                .insert("hasleader", HeaderValue::from_static("true"));
+        }
+        let mut send = inner
+            .send
+            .clone()
+            .ready()
+            .await
+            .map_err(|e| self.connection_status(&e))?;
+        let (response, tx) = send
+            .send_request(request, false)
+            .map_err(|e| self.connection_status(&e))?;
+        Ok((
+            StreamTx(tx),
+            StreamRx {
+                state: RxState::Headers(response),
+                dec: Decoder::new(inner.cfg.max_recv_message),
+            },
+        ))
+    }
+
     /// `KV.Range`.
     pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Status> {
         self.unary(method::KV_RANGE, req).await
@@ -356,6 +392,96 @@ impl Client {
     /// `KV.Compact`.
     pub async fn compact(&self, req: &CompactionRequest) -> Result<CompactionResponse, Status> {
         self.unary(method::KV_COMPACT, req).await
+    }
+}
+
+/// The sending half of a streaming call.
+pub struct StreamTx(h2::SendStream<Bytes>);
+
+impl StreamTx {
+    /// Queues one message (h2 sends it as the peer's window allows).
+    pub fn send<M: prost::Message>(&mut self, msg: &M) -> Result<(), Status> {
+        self.0
+            .send_data(encode_frame(msg), false)
+            .map_err(|e| h2_status(&e))
+    }
+
+    /// Half-closes the call (no more messages).
+    pub fn finish(&mut self) -> Result<(), Status> {
+        self.0
+            .send_data(Bytes::new(), true)
+            .map_err(|e| h2_status(&e))
+    }
+}
+
+enum RxState {
+    Headers(h2::client::ResponseFuture),
+    Body(RecvStream),
+    Done,
+}
+
+/// The receiving half of a streaming call.
+pub struct StreamRx {
+    state: RxState,
+    dec: Decoder,
+}
+
+impl StreamRx {
+    /// The next message; `Ok(None)` once the call ended with status OK, the
+    /// call's status otherwise.
+    pub async fn next<M: prost::Message + Default>(&mut self) -> Result<Option<M>, Status> {
+        loop {
+            if let Decoded::Message(m) = self.dec.decode()? {
+                return M::decode(m).map(Some).map_err(|e| {
+                    Status::internal(format!(
+                        "grpc: failed to unmarshal the received message: {e}"
+                    ))
+                });
+            }
+            match std::mem::replace(&mut self.state, RxState::Done) {
+                RxState::Done => return Ok(None),
+                RxState::Headers(response) => {
+                    let response = response.await.map_err(|e| h2_status(&e))?;
+                    let (parts, body) = response.into_parts();
+                    if let Some(st) = status_from_headers(&parts.headers) {
+                        let st = st?;
+                        return if st.code == Code::OK {
+                            Ok(None)
+                        } else {
+                            Err(st)
+                        };
+                    }
+                    if parts.status != http::StatusCode::OK {
+                        return Err(status_from_http(parts.status));
+                    }
+                    self.state = RxState::Body(body);
+                }
+                RxState::Body(mut body) => match body.data().await {
+                    Some(chunk) => {
+                        let chunk = chunk.map_err(|e| h2_status(&e))?;
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        self.dec.push(&chunk);
+                        self.state = RxState::Body(body);
+                    }
+                    None => {
+                        let trailers = body.trailers().await.map_err(|e| h2_status(&e))?;
+                        return match trailers.as_ref().and_then(status_from_headers) {
+                            Some(st) => {
+                                let st = st?;
+                                if st.code == Code::OK {
+                                    Ok(None)
+                                } else {
+                                    Err(st)
+                                }
+                            }
+                            None => Err(Status::internal(
+                                "server closed the stream without sending trailers",
+                            )),
+                        };
+                    }
+                },
+            }
+        }
     }
 }
 
