@@ -26,6 +26,8 @@ Usage:
                                 [--limit N] [--end-key K] [--consistency l|s]
   ferrobench [global flags] stm [--keys N] [--keys-per-txn N] [--isolation c|r|s|ss]
                                 [--txn-wr-percent P] [--val-size N] [--total N]
+  ferrobench [global flags] watch-latency|lease-keepalive ...
+                                          (see `ferrobench watch-latency --help`)
   ferrobench compare [compare flags]      (see `ferrobench compare --help`)
 
 Global flags:

@@ -17,11 +17,14 @@ mod args;
 mod compare;
 mod cpu;
 mod keys;
+mod lease;
 mod openloop;
 mod report;
 mod run;
 mod stm;
+mod stream_cmd;
 mod sweep;
+mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -32,6 +35,13 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some("compare") {
         return compare::main(&argv[1..]);
+    }
+    // The streaming workloads have their own command line (stream_cmd.rs).
+    if argv
+        .iter()
+        .any(|a| a == "watch-latency" || a == "lease-keepalive")
+    {
+        return stream_cmd::main(&argv);
     }
     let args = match args::parse(argv) {
         Ok(a) => a,

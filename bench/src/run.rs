@@ -181,7 +181,7 @@ pub fn run(args: &Args) -> Result<Report, RunError> {
     })
 }
 
-fn read_cpu(server_pids: &[u32]) -> CpuUse {
+pub(crate) fn read_cpu(server_pids: &[u32]) -> CpuUse {
     let server_us = if server_pids.is_empty() {
         None
     } else {

@@ -382,3 +382,95 @@ fn compare_runs_both_servers_end_to_end() {
     );
     assert!(md.contains("Floors in this run"), "{md}");
 }
+
+/// The streaming workloads against a real etcd 3.5.1: `watch-latency`
+/// delivers every put to every watcher (one sample per pair, no errors) and
+/// reports the server's memory per watcher; `lease-keepalive` renews every
+/// client's lease (each answer has a TTL) and the leases exist afterwards.
+#[test]
+fn streaming_workloads_drive_real_etcd() {
+    let (cp, pp) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("ferrobench-stream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let c = format!("http://127.0.0.1:{cp}");
+    let p = format!("http://127.0.0.1:{pp}");
+    let child = Command::new(etcd_bin())
+        .args(["--name", "s1", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
+        .args([
+            "--listen-peer-urls",
+            &p,
+            "--initial-advertise-peer-urls",
+            &p,
+        ])
+        .args(["--initial-cluster", &format!("s1={p}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    let etcd = Etcd(child, dir);
+    let pid = etcd.0.id().to_string();
+    let ep = format!("127.0.0.1:{cp}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !Command::new(env!("CARGO_BIN_EXE_ferrobench"))
+        .args(["--endpoints", &ep, "put", "--total", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(Instant::now() < deadline, "etcd did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = bench_json(
+        &ep,
+        &pid,
+        &[
+            "watch-latency",
+            "--put-total",
+            "40",
+            "--put-rate",
+            "100",
+            "--streams",
+            "5",
+            "--watchers-per-stream",
+            "20",
+            "--conns",
+            "2",
+            "--prevkv",
+        ],
+    );
+    assert_eq!(v["total"], 40 * 100, "{v}");
+    assert_eq!(v["watchers"], 100, "{v}");
+    assert!(v["p99_us"].as_u64().is_some_and(|p| p > 0), "{v}");
+    assert!(v["server_cpu_us_per_put"].as_f64().is_some(), "{v}");
+    assert!(v["server_rss_bytes_per_watcher"].as_f64().is_some(), "{v}");
+
+    let v = bench_json(
+        &ep,
+        &pid,
+        &[
+            "lease-keepalive",
+            "--total",
+            "600",
+            "--clients",
+            "6",
+            "--conns",
+            "2",
+        ],
+    );
+    assert_eq!(v["total"], 600, "{v}");
+    assert!(v["rps"].as_f64().is_some_and(|r| r > 0.0), "{v}");
+    assert!(v["server_cpu_us_per_op"].as_f64().is_some(), "{v}");
+    let out = Command::new(etcdctl_bin())
+        .args(["--endpoints", &ep, "lease", "list"])
+        .output()
+        .expect("etcdctl");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("found 6 leases"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(etcd);
+}
