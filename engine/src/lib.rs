@@ -15,5 +15,6 @@ pub use mvcc::{
 };
 pub mod btree;
 pub mod lease;
+pub mod members;
 pub mod wal;
 pub mod watch;

@@ -8,6 +8,7 @@
 
 mod checkpoint;
 mod log_store;
+pub mod membership;
 mod node;
 pub mod proposal;
 pub mod wal_log;
@@ -15,7 +16,7 @@ pub mod wal_log;
 pub use checkpoint::{CheckpointConfig, DefragReport};
 pub use log_store::{LogError, LogStore, MemLog};
 pub use node::{
-    Applied, Error, Header, LeaseGrant, MemberInfo, Node, NodeConfig, RaftLoop, RaftStatus,
-    Recovered,
+    Applied, Error, Header, LeaseGrant, MemberInfo, Node, NodeConfig, PeerDirectory, RaftLoop,
+    RaftStatus, Recovered,
 };
 pub use wal_log::{RecoveredLog, WalLog, WalMetadata};

@@ -27,13 +27,14 @@ use engine::mvcc::{
 use futures_channel::oneshot;
 use futures_lite::future;
 use glommio::timer::sleep;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChangeV2, Entry, EntryType, Message};
 use raft::prelude::ReadState;
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 
 mod defrag;
 mod lease;
+mod members;
 
 use crate::checkpoint::{CheckpointConfig, Checkpointer};
 use crate::log_store::{LogError, LogStore};
@@ -41,6 +42,10 @@ use crate::proposal::{DecodeError, Proposal, Request};
 use engine::btree::Db;
 use engine::mvcc::AppliedState;
 pub use lease::LeaseGrant;
+pub use members::PeerDirectory;
+
+pub use crate::membership::MemberInfo;
+use crate::membership::{MemberChange, MemberError, Membership};
 
 /// Errors of the consensus and apply layer; `net` maps each to etcd's
 /// gRPC status.
@@ -83,6 +88,17 @@ pub enum Error {
     /// The B-tree file cannot be used with this WAL, or a checkpoint failed.
     #[error("backend: {0}")]
     Backend(String),
+    /// A membership change refused when applied (etcd's membership errors).
+    #[error(transparent)]
+    Member(#[from] MemberError),
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStarted,
+    /// This member was removed from the cluster (etcd's ErrMemberRemoved
+    /// text); it stops.
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 /// Identity and timing of this member.
@@ -111,6 +127,9 @@ pub struct NodeConfig {
     /// default interval, 5 min). Leases shorter than this are not
     /// checkpointed.
     pub lease_checkpoint_interval: Duration,
+    /// `--strict-reconfig-check`: refuse membership changes that could
+    /// lose quorum (etcd's default: on).
+    pub strict_reconfig_check: bool,
 }
 
 impl NodeConfig {
@@ -134,6 +153,7 @@ impl NodeConfig {
             name: String::new(),
             client_urls: Vec::new(),
             lease_checkpoint_interval: engine::lease::DEFAULT_CHECKPOINT_INTERVAL,
+            strict_reconfig_check: true,
         }
     }
 }
@@ -156,23 +176,15 @@ pub enum Applied {
     Compact(CompactResponse),
     Published,
     LeaseGranted(LeaseGrant),
-    LeaseRevoked { revision: i64 },
+    LeaseRevoked {
+        revision: i64,
+    },
     LeaseCheckpointed,
+    /// A membership change applied: the member list after it.
+    Members(Vec<MemberInfo>),
 }
 
-/// One member as `MemberList` reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MemberInfo {
-    pub id: u64,
-    /// Empty until the member has published itself.
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    /// Empty until the member has published itself.
-    pub client_urls: Vec<String>,
-    pub is_learner: bool,
-}
-
-type Members = RwLock<std::collections::BTreeMap<u64, MemberInfo>>;
+type Members = RwLock<Membership>;
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -208,6 +220,11 @@ enum Cmd {
         target: u64,
         done: Reply<()>,
     },
+    /// A membership change (module `members`).
+    Member {
+        change: MemberChange,
+        done: Reply<Applied>,
+    },
 }
 
 /// State shared by the handle and the loop.
@@ -232,7 +249,10 @@ struct Shared {
     defrag: Option<crate::checkpoint::Defragmenter>,
     /// Set once the log failed to persist: writes are refused from then on.
     poisoned: std::sync::Mutex<Option<String>>,
+    /// The member list as of `applied` (crate::membership).
     members: Members,
+    /// Peer addresses for the transport; the removed flag.
+    directory: Arc<PeerDirectory>,
     next_id: AtomicU64,
     /// Watchers of `store` (engine::watch). `apply` publishes every applied
     /// revision's events to it after releasing the store lock.
@@ -302,6 +322,7 @@ impl Node {
             store,
             applied,
             backend,
+            members: persisted,
         } = rec;
         let last_index = log
             .entries
@@ -335,16 +356,34 @@ impl Node {
             pre_vote: true,
             ..Default::default()
         };
-        let storage =
-            MemStorage::new_with_conf_state(ConfState::from((cfg.initial_voters(), vec![])));
+        // The member list as of `applied`: persisted with it; none yet at
+        // index 0 (the log's conf changes build it from scratch); from the
+        // flags for a data dir written before member lists were persisted.
+        let membership = match (&persisted, applied.index) {
+            (Some(st), _) => Membership::from_state(st),
+            (None, 0) => Membership::default(),
+            (None, _) => {
+                let mut known = cfg.members.clone();
+                for id in cfg.initial_voters() {
+                    if !known.iter().any(|m| m.id == id) {
+                        known.push(MemberInfo {
+                            id,
+                            ..Default::default()
+                        });
+                    }
+                }
+                Membership::from_members(&known)
+            }
+        };
+        let conf_state = membership.conf_state();
+        let storage = MemStorage::new_with_conf_state(conf_state.clone());
         {
             let mut st = storage.wl();
             if let Some((index, term)) = log.snapshot {
                 let mut snap = raft::eraftpb::Snapshot::default();
                 snap.mut_metadata().index = index;
                 snap.mut_metadata().term = term;
-                snap.mut_metadata()
-                    .set_conf_state(ConfState::from((cfg.initial_voters(), vec![])));
+                snap.mut_metadata().set_conf_state(conf_state.clone());
                 st.apply_snapshot(snap)?;
             }
             st.append(&log.entries)?;
@@ -358,12 +397,10 @@ impl Node {
         let raw = RawNode::new(&raft_cfg, storage, &logger)?;
         let watch = Arc::new(engine::watch::Hub::new(Default::default()));
         watch.publish(store.current_revision(), Vec::new());
-        let mut members: std::collections::BTreeMap<u64, MemberInfo> =
-            cfg.members.iter().map(|m| (m.id, m.clone())).collect();
-        members.entry(cfg.member_id).or_insert_with(|| MemberInfo {
-            id: cfg.member_id,
-            ..Default::default()
-        });
+        let directory = Arc::new(PeerDirectory::default());
+        for m in cfg.members.iter().chain(membership.members().iter()) {
+            directory.set(m.id, &m.peer_urls);
+        }
         let lessor = lease::recover_lessor(&cfg, backend.as_ref().map(|(db, _)| &**db), &store)?;
         let lease_ids = lease::LeaseIds::new(cfg.member_id);
         let checkpointer = match &backend {
@@ -385,7 +422,8 @@ impl Node {
             db: backend.as_ref().map(|(db, _)| db.clone()),
             defrag: checkpointer.as_ref().map(Checkpointer::defragmenter),
             poisoned: std::sync::Mutex::new(None),
-            members: RwLock::new(members),
+            members: RwLock::new(membership),
+            directory,
             next_id: AtomicU64::new(1),
             watch,
             lessor: std::sync::Mutex::new(lessor),
@@ -414,6 +452,7 @@ impl Node {
             transfers: Vec::new(),
             published_at: None,
             published: false,
+            removed_at: None,
         };
         Ok((node, lp))
     }
@@ -430,7 +469,7 @@ impl Node {
         self.shared
             .members
             .read()
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.members())
             .unwrap_or_default()
     }
 
@@ -462,6 +501,10 @@ impl Node {
     pub async fn step(&self, bytes: &[u8]) -> Result<(), Error> {
         let m: Message =
             protobuf::Message::parse_from_bytes(bytes).map_err(|_| DecodeError("raft message"))?;
+        // etcd refuses messages of removed members, which then stop.
+        if self.is_removed_member(m.from) {
+            return Err(Error::Removed);
+        }
         self.tx
             .send(Cmd::Step(Box::new(m)))
             .await
@@ -487,7 +530,7 @@ impl Node {
             term: self.term(),
             raft_index: self.shared.last_index.load(Ordering::Acquire),
             applied_index: self.applied_index(),
-            is_learner: false,
+            is_learner: self.is_learner(),
         }
     }
 
@@ -683,13 +726,12 @@ fn apply_request(
             name,
             client_urls,
         } => {
-            let mut m = members.write().map_err(|_| Error::Stopped)?;
             // Attributes of a member that is not (or no longer) in the
             // cluster are dropped, as etcd does.
-            if let Some(info) = m.get_mut(member_id) {
-                info.name = name.clone();
-                info.client_urls = client_urls.clone();
-            }
+            members
+                .write()
+                .map_err(|_| Error::Stopped)?
+                .publish(*member_id, name, client_urls);
             Applied::Published
         }
         Request::Compact { revision, .. } => Applied::Compact(store.compact(*revision)?),
@@ -735,6 +777,8 @@ pub struct RaftLoop {
     published_at: Option<Instant>,
     /// Its attributes are applied: stop checking on every Ready.
     published: bool,
+    /// When this member learnt it was removed (module `members`).
+    removed_at: Option<Instant>,
 }
 
 /// The state a node starts from besides its Raft log.
@@ -745,6 +789,8 @@ pub struct Recovered {
     pub applied: AppliedState,
     /// The B-tree file to checkpoint into, and how often.
     pub backend: Option<(Arc<Db>, CheckpointConfig)>,
+    /// The member list persisted with `applied` (engine::members), if any.
+    pub members: Option<engine::members::MembersState>,
 }
 
 impl RaftLoop {
@@ -831,6 +877,7 @@ impl RaftLoop {
                 }
             }
             self.maybe_checkpoint()?;
+            self.check_removed()?;
         }
     }
 
@@ -862,6 +909,9 @@ impl RaftLoop {
                 Cmd::TransferLeader { done, .. } => {
                     let _ = done.send(Err(err()));
                 }
+                Cmd::Member { done, .. } => {
+                    let _ = done.send(Err(err()));
+                }
             }
         }
         Ok(())
@@ -887,6 +937,13 @@ impl RaftLoop {
                     .lock()
                     .map_err(|_| Error::Stopped)?
                     .take_changes(),
+            );
+            cp.set_members(
+                self.shared
+                    .members
+                    .write()
+                    .map_err(|_| Error::Stopped)?
+                    .take_dirty(),
             );
             cp
         };
@@ -946,6 +1003,7 @@ impl RaftLoop {
                 }
             }
             Cmd::Read { done } => self.pending_reads.push(done),
+            Cmd::Member { change, done } => self.handle_member(change, done),
             Cmd::TransferLeader { target, done } => {
                 if self.raw.raft.state != StateRole::Leader {
                     let _ = done.send(Err(Error::NotLeader));
@@ -1058,7 +1116,7 @@ impl RaftLoop {
             .members
             .read()
             .map(|m| {
-                m.get(&me).is_some_and(|i| {
+                m.get(me).is_some_and(|i| {
                     i.name == self.shared.cfg.name && i.client_urls == self.shared.cfg.client_urls
                 })
             })
@@ -1212,12 +1270,13 @@ impl RaftLoop {
                             }
                         }
                     }
-                    EntryType::EntryConfChange => {
-                        let mut cc = ConfChange::default();
-                        protobuf::Message::merge_from_bytes(&mut cc, &e.data)
-                            .map_err(|_| DecodeError("conf change"))?;
-                        self.raw.apply_conf_change(&cc)?;
-                    }
+                    EntryType::EntryConfChange => members::apply_conf_entry(
+                        &mut self.raw,
+                        &self.shared,
+                        &mut self.waiters,
+                        &mut replies,
+                        &e.data,
+                    )?,
                     EntryType::EntryConfChangeV2 => {
                         let mut cc = ConfChangeV2::default();
                         protobuf::Message::merge_from_bytes(&mut cc, &e.data)
@@ -1590,6 +1649,7 @@ mod backend_tests {
                         store,
                         applied,
                         backend: Some((db, ckpt)),
+                        members: None,
                     };
                     let (node, lp) = Node::start_with(NodeConfig::new(1, 7), log, rec).unwrap();
                     glommio::spawn_local(async move {

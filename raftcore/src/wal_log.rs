@@ -151,6 +151,35 @@ pub fn bootstrap_log(member_ids: &[u64]) -> Result<RecoveredLog, DecodeError> {
     })
 }
 
+/// The log a new member of a new cluster starts with: like
+/// [`bootstrap_log`], but each `ConfChangeAddNode` carries the member (name
+/// and peer URLs) in its context, as etcd's do, so that a member replaying
+/// the log from index 1 (one that joined later) learns every member from it.
+pub fn bootstrap_log_with(
+    members: &[crate::membership::MemberInfo],
+) -> Result<RecoveredLog, DecodeError> {
+    use crate::membership::{ChangeContext, MemberChange};
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let mut log = bootstrap_log(&ids)?;
+    for (e, m) in log.entries.iter_mut().zip(members) {
+        let ctx = ChangeContext {
+            proposer: 0,
+            id: 0,
+            change: MemberChange::Add {
+                id: m.id,
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                is_learner: false,
+            },
+        };
+        let cc = ctx.change.conf_change(&ctx);
+        e.data = protobuf::Message::write_to_bytes(&cc)
+            .map_err(|_| DecodeError("conf change"))?
+            .into();
+    }
+    Ok(log)
+}
+
 /// The WAL records that persist `log` (for a brand-new WAL).
 pub fn records_of(log: &RecoveredLog) -> Vec<Record> {
     let mut v: Vec<Record> = log

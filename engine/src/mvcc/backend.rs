@@ -20,6 +20,7 @@
 //! meta bucket:  "consistent_index" -> u64, "term" -> u64,
 //!               "current_rev" -> i64, "compact_rev" -> i64 (-1: never compacted)
 //! lease bucket: written by engine::lease (its backend module) in the same commit
+//! members, members_removed buckets: written by engine::members in the same commit
 //! ```
 
 use super::kv::KeyValue;
@@ -56,6 +57,9 @@ pub struct Checkpoint {
     /// The lessor's changes as of the same applied index (engine::lease),
     /// written in the same commit.
     leases: crate::lease::LeaseChanges,
+    /// The member list, when it changed since the last checkpoint
+    /// (engine::members), written in the same commit.
+    members: Option<crate::members::MembersState>,
 }
 
 impl Checkpoint {
@@ -63,6 +67,12 @@ impl Checkpoint {
     /// keys and leases become durable together.
     pub fn set_leases(&mut self, leases: crate::lease::LeaseChanges) {
         self.leases = leases;
+    }
+
+    /// Adds the member list as of the same applied index (only when it
+    /// changed: the buckets are rewritten whole).
+    pub fn set_members(&mut self, members: Option<crate::members::MembersState>) {
+        self.members = members;
     }
 
     /// Records written or removed by this checkpoint.
@@ -83,6 +93,7 @@ impl Store {
             current_rev: self.current_revision(),
             compact_rev: self.raw_compact_revision(),
             leases: Default::default(),
+            members: None,
         }
     }
 }
@@ -231,6 +242,9 @@ pub fn save(db: &Db, cp: &Checkpoint, applied: AppliedState) -> Result<(), Backe
     tx.insert(META_BUCKET, b"current_rev", &cp.current_rev.to_le_bytes())?;
     tx.insert(META_BUCKET, b"compact_rev", &cp.compact_rev.to_le_bytes())?;
     crate::lease::write_changes(&mut tx, &cp.leases)?;
+    if let Some(m) = &cp.members {
+        crate::members::write(&mut tx, m)?;
+    }
     tx.commit()?;
     Ok(())
 }

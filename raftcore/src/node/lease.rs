@@ -629,6 +629,7 @@ mod tests {
                     let rec = Recovered {
                         store,
                         applied,
+                        members: None,
                         backend: Some((
                             db,
                             CheckpointConfig {
