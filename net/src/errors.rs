@@ -89,6 +89,19 @@ pub fn status_of(e: &raftcore::Error) -> Status {
             Code::FAILED_PRECONDITION,
             "etcdserver: bad leader transferee",
         ),
+        raftcore::Error::Member(m) => {
+            use raftcore::membership::MemberError as E;
+            let code = match m {
+                E::NotFound => Code::NOT_FOUND,
+                E::IdExists | E::PeerUrlExists | E::NotLearner | E::TooManyLearners => {
+                    Code::FAILED_PRECONDITION
+                }
+            };
+            s(code, &m.to_string())
+        }
+        raftcore::Error::LearnerNotReady | raftcore::Error::NotEnoughStarted => {
+            s(Code::FAILED_PRECONDITION, &e.to_string())
+        }
         raftcore::Error::Corrupt(_) => s(Code::DATA_LOSS, "etcdserver: corrupt cluster"),
         other => Status::new(Code::UNAVAILABLE, other.to_string()),
     }

@@ -56,26 +56,52 @@ pub fn register(router: &mut Router, node: Arc<Node>) {
 }
 
 /// Runs the sending side until the node is dropped. `peers` maps member IDs
-/// to peer endpoints (`host:port` or `http://host:port`).
+/// to peer endpoints (`host:port` or `http://host:port`); members added
+/// later, and new addresses of updated ones, come from the node's
+/// `PeerDirectory`, which wins over `peers`.
 pub async fn run_transport(node: Arc<Node>, peers: HashMap<u64, String>) {
     let Some(out) = node.take_outbound() else {
         return;
     };
+    let dir = node.peer_directory();
     drop(node);
-    let mut queues = HashMap::new();
-    for (id, ep) in peers {
+    // Per peer: its endpoint and its sender task's queue (dropping the
+    // queue ends the task).
+    let mut queues: HashMap<u64, (String, async_channel::Sender<Vec<u8>>)> = HashMap::new();
+    let start = |ep: String| {
         let (tx, rx) = async_channel::unbounded::<Vec<u8>>();
-        queues.insert(id, tx);
-        glommio::spawn_local(peer_sender(ep, rx)).detach();
+        glommio::spawn_local(peer_sender(ep.clone(), rx, dir.clone())).detach();
+        (ep, tx)
+    };
+    for (id, ep) in peers {
+        let ep = dir.url(id).unwrap_or(ep);
+        queues.insert(id, start(ep));
     }
+    let mut seen = dir.version();
     while let Ok((to, m)) = out.recv().await {
-        if let Some(q) = queues.get(&to) {
+        let v = dir.version();
+        if v != seen || !queues.contains_key(&to) {
+            seen = v;
+            let ids: Vec<u64> = queues.keys().copied().chain([to]).collect();
+            for id in ids {
+                if let Some(url) = dir.url(id) {
+                    if queues.get(&id).map(|q| &q.0) != Some(&url) {
+                        queues.insert(id, start(url));
+                    }
+                }
+            }
+        }
+        if let Some((_, q)) = queues.get(&to) {
             let _ = q.try_send(m);
         }
     }
 }
 
-async fn peer_sender(endpoint: String, rx: async_channel::Receiver<Vec<u8>>) {
+async fn peer_sender(
+    endpoint: String,
+    rx: async_channel::Receiver<Vec<u8>>,
+    dir: Arc<raftcore::PeerDirectory>,
+) {
     let mut client: Option<Client> = None;
     let mut backoff = Duration::from_millis(50);
     let cfg = ClientConfig {
@@ -123,8 +149,14 @@ async fn peer_sender(endpoint: String, rx: async_channel::Receiver<Vec<u8>>) {
         if let Some(c) = &client {
             let r: Result<RaftAck, Status> =
                 c.unary_with(SEND_PATH, &RaftBatch { msgs }, &opts).await;
-            if r.is_err() {
-                client = None;
+            match r {
+                Ok(_) => {}
+                // The peer refuses us because we were removed from the
+                // cluster (etcd: HTTP 410 from rafthttp): stop.
+                Err(s) if s.message == raftcore::Error::Removed.to_string() => {
+                    dir.mark_removed();
+                }
+                Err(_) => client = None,
             }
         }
     }

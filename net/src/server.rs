@@ -180,6 +180,7 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             }
             let mut peer_router = Router::new();
             crate::peer::register(&mut peer_router, node.clone());
+            crate::cluster::register_peer(&mut peer_router, node.clone());
             crate::lease::register_peer(&mut peer_router, node.clone());
             let peer_router = Rc::new(peer_router);
             let mut router = Router::new();

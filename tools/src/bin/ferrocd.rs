@@ -84,12 +84,124 @@ fn wal_options(cfg: &Config) -> engine::wal::WalOptions {
     o
 }
 
+/// Reports a bootstrap failure as etcd does (`failed to start etcd`, then
+/// fatal `discovery failed`) and exits 1.
+fn bootstrap_failed(message: String) -> ! {
+    let e = tools::config::ConfigError {
+        kind: tools::config::ErrorKind::Bootstrap,
+        message,
+        notices: Vec::new(),
+        env_var: None,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    e.report(&argv);
+    std::process::exit(e.exit_code());
+}
+
+/// The peer URLs of every member of `--initial-cluster` but this one, sorted
+/// (etcd's `getRemotePeerURLs`).
+fn remote_peer_urls(boot: &tools::config::Bootstrap, local: u64) -> Vec<String> {
+    let mut v: Vec<String> = boot
+        .members
+        .iter()
+        .filter(|m| m.id != local)
+        .flat_map(|m| m.peer_urls.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+/// etcd's `isMemberBootstrapped`: a running member already lists us with
+/// client URLs, i.e. this member started once and published itself; a `new`
+/// start from an empty data dir would fork the cluster.
+fn check_not_bootstrapped(boot: &tools::config::Bootstrap) {
+    let urls = remote_peer_urls(boot, boot.local_member_id);
+    if urls.is_empty() {
+        return;
+    }
+    let Ok(remote) = net::cluster::fetch_remote_cluster(&urls, Duration::from_secs(1)) else {
+        return;
+    };
+    if remote
+        .members
+        .iter()
+        .any(|m| m.id == boot.local_member_id && !m.client_urls.is_empty())
+    {
+        bootstrap_failed(format!(
+            "member {:x} has already been bootstrapped",
+            boot.local_member_id
+        ));
+    }
+}
+
+/// Joining a running cluster (`--initial-cluster-state existing` with an
+/// empty data dir), as etcd: the member list comes from the running
+/// members; every member of `--initial-cluster` must match one of them by
+/// peer URLs, which gives each its ID; the cluster ID is theirs.
+fn join_existing(
+    boot: &tools::config::Bootstrap,
+    name: &str,
+) -> Result<(raftcore::WalMetadata, Vec<raftcore::MemberInfo>), String> {
+    let urls = remote_peer_urls(boot, boot.local_member_id);
+    let remote = net::cluster::fetch_remote_cluster(&urls, Duration::from_secs(2)).map_err(|e| {
+        logging::warn(
+            "failed to get cluster from remote peers",
+            &[("error", json!(e)), ("peer-urls", json!(urls))],
+        );
+        "cannot fetch cluster info from peer urls: could not retrieve cluster information from the given URLs".to_string()
+    })?;
+    let remote_str = remote
+        .members
+        .iter()
+        .flat_map(|m| m.peer_urls.iter().map(move |u| format!("{}={u}", m.name)))
+        .collect::<Vec<_>>()
+        .join(",");
+    if remote.members.len() != boot.members.len() {
+        return Err(format!(
+            "error validating peerURLs {remote_str}: member count is unequal"
+        ));
+    }
+    let mut local_id = None;
+    for rm in &remote.members {
+        let mut ru = rm.peer_urls.clone();
+        ru.sort();
+        let Some(lm) = boot.members.iter().find(|lm| lm.peer_urls == ru) else {
+            return Err(format!(
+                "error validating peerURLs {remote_str}: PeerURLs: no match found for existing member ({:x}, {:?}), last resolver error (<nil>)",
+                rm.id, rm.peer_urls
+            ));
+        };
+        if lm.name == name {
+            local_id = Some(rm.id);
+        }
+    }
+    let member_id = local_id.ok_or_else(|| {
+        format!("error validating peerURLs {remote_str}: member count is unequal")
+    })?;
+    Ok((
+        raftcore::WalMetadata {
+            cluster_id: remote.cluster_id,
+            member_id,
+        },
+        remote.members,
+    ))
+}
+
 /// Opens the member's WAL (restart) or creates it with the bootstrap log (a
-/// new member). Returns who we are and the Raft log to start from.
+/// new member) or an empty log (a member joining a running cluster). Returns
+/// who we are, the Raft log to start from, and the members known from
+/// outside the log (for the peer address book).
 fn open_or_bootstrap(
     cfg: &Config,
     wal_dir: &Path,
-) -> Result<(raftcore::WalMetadata, raftcore::RecoveredLog), String> {
+) -> Result<
+    (
+        raftcore::WalMetadata,
+        raftcore::RecoveredLog,
+        Vec<raftcore::MemberInfo>,
+    ),
+    String,
+> {
     let dir = wal_dir.to_path_buf();
     let opts = wal_options(cfg);
     if engine::wal::Wal::exists(&dir) {
@@ -112,7 +224,14 @@ fn open_or_bootstrap(
                 ("commit-index", json!(log.hard_state.commit)),
             ],
         );
-        return Ok((meta, log));
+        // The member list comes from the backend and the log; the flags
+        // only seed the peer address book (a data dir from before member
+        // lists were persisted falls back to them).
+        let members = match cfg.bootstrap() {
+            Ok(b) => initial_members(cfg, &b),
+            Err(_) => Vec::new(),
+        };
+        return Ok((meta, log, members));
     }
     let boot = match cfg.bootstrap() {
         Ok(b) => b,
@@ -122,12 +241,30 @@ fn open_or_bootstrap(
             std::process::exit(e.exit_code());
         }
     };
-    let meta = raftcore::WalMetadata {
-        cluster_id: boot.cluster_id,
-        member_id: boot.local_member_id,
+    let (meta, log, members) = if cfg.initial_cluster_state == tools::config::ClusterState::Existing
+    {
+        let (meta, members) =
+            join_existing(&boot, &cfg.name).unwrap_or_else(|e| bootstrap_failed(e));
+        logging::info(
+            "joining an existing cluster",
+            &[
+                ("local-member-id", json!(format!("{:x}", meta.member_id))),
+                ("cluster-id", json!(format!("{:x}", meta.cluster_id))),
+            ],
+        );
+        // An empty log: the leader sends everything from index 1.
+        (meta, raftcore::RecoveredLog::default(), members)
+    } else {
+        check_not_bootstrapped(&boot);
+        let meta = raftcore::WalMetadata {
+            cluster_id: boot.cluster_id,
+            member_id: boot.local_member_id,
+        };
+        let members = initial_members(cfg, &boot);
+        let log = raftcore::wal_log::bootstrap_log_with(&members)
+            .map_err(|e| format!("bootstrap: {e}"))?;
+        (meta, log, members)
     };
-    let ids: Vec<u64> = boot.members.iter().map(|m| m.id).collect();
-    let log = raftcore::wal_log::bootstrap_log(&ids).map_err(|e| format!("bootstrap: {e}"))?;
     let records = raftcore::wal_log::records_of(&log);
     let m = meta.encode();
     on_temp_executor(move || async move {
@@ -140,7 +277,21 @@ fn open_or_bootstrap(
         let _ = wal.close().await;
         Ok(())
     })?;
-    Ok((meta, log))
+    Ok((meta, log, members))
+}
+
+/// The members of `--initial-cluster`, with their names.
+fn initial_members(_cfg: &Config, boot: &tools::config::Bootstrap) -> Vec<raftcore::MemberInfo> {
+    boot.members
+        .iter()
+        .map(|m| raftcore::MemberInfo {
+            id: m.id,
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        })
+        .collect()
 }
 
 fn run(cfg: &Config) -> Result<(), String> {
@@ -168,7 +319,9 @@ fn run(cfg: &Config) -> Result<(), String> {
             ("took", json!(format!("{:?}", t0.elapsed()))),
         ],
     );
-    let (meta, log) = open_or_bootstrap(cfg, &wal_dir)?;
+    let persisted_members = engine::members::load(&db)
+        .map_err(|e| format!("cannot load the member list from the backend: {e}"))?;
+    let (meta, log, members) = open_or_bootstrap(cfg, &wal_dir)?;
     logging::info(
         "starting ferrocd",
         &[
@@ -178,19 +331,6 @@ fn run(cfg: &Config) -> Result<(), String> {
             ("cluster-id", json!(format!("{:x}", meta.cluster_id))),
         ],
     );
-    // The members and their peer URLs. etcd keeps them in its store and
-    // ignores --initial-cluster on restart; ferrocd does not persist the
-    // member list yet, so it reads --initial-cluster every time.
-    let members = match cfg.bootstrap() {
-        Ok(b) => b.members,
-        Err(e) => {
-            logging::warn(
-                "cannot read the member list from --initial-cluster; running as a single member",
-                &[("error", json!(e.message))],
-            );
-            Vec::new()
-        }
-    };
     let peers: std::collections::HashMap<u64, String> = members
         .iter()
         .filter(|m| m.id != meta.member_id)
@@ -199,21 +339,14 @@ fn run(cfg: &Config) -> Result<(), String> {
     // Like etcd, listen on the peer URLs also as a single member.
     let peer_addrs = cfg.listen_peer_addrs().map_err(|e| e.message.clone())?;
     let mut node_cfg = raftcore::NodeConfig::new(meta.cluster_id, meta.member_id);
+    // The initial members: the fallback for a data dir written before
+    // member lists were persisted, and the seed of the peer address book.
     node_cfg.voters = members.iter().map(|m| m.id).collect();
-    node_cfg.members = members
-        .iter()
-        .map(|m| raftcore::MemberInfo {
-            id: m.id,
-            name: if m.id == meta.member_id {
-                cfg.name.clone()
-            } else {
-                String::new()
-            },
-            peer_urls: m.peer_urls.clone(),
-            client_urls: Vec::new(),
-            is_learner: false,
-        })
-        .collect();
+    node_cfg.members = members.clone();
+    node_cfg.strict_reconfig_check = !matches!(
+        cfg.flag("strict-reconfig-check"),
+        Some(tools::flags::Value::Bool(false))
+    );
     node_cfg.name = cfg.name.clone();
     node_cfg.client_urls = cfg.advertise_client_urls.clone();
     node_cfg.heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
@@ -233,6 +366,7 @@ fn run(cfg: &Config) -> Result<(), String> {
         store,
         applied,
         backend: Some((Arc::new(db), ckpt)),
+        members: persisted_members,
     };
     let (node, raft_loop) = raftcore::Node::start_with(node_cfg, log, rec)
         .map_err(|e| format!("cannot start raft: {e}"))?;
@@ -243,8 +377,15 @@ fn run(cfg: &Config) -> Result<(), String> {
                 Ok((wal, _)) => wal,
                 Err(e) => logging::fatal("cannot open wal", &[("error", json!(e.to_string()))]),
             };
-            if let Err(e) = raft_loop.run(raftcore::WalLog::new(wal)).await {
-                logging::fatal("raft loop failed", &[("error", json!(e.to_string()))]);
+            match raft_loop.run(raftcore::WalLog::new(wal)).await {
+                Ok(()) => {}
+                // etcd: the server stops, logs this, and the process exits 0.
+                Err(e @ raftcore::Error::Removed) => {
+                    logging::warn("server error", &[("error", json!(e.to_string()))]);
+                    logging::warn("data-dir used by this member must be removed", &[]);
+                    std::process::exit(0);
+                }
+                Err(e) => logging::fatal("raft loop failed", &[("error", json!(e.to_string()))]),
             }
         })
     });

@@ -20,18 +20,18 @@ pub(crate) struct Member {
     pub(crate) client: u16,
     pub(crate) peer: u16,
     pub(crate) dir: PathBuf,
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
 }
 
 pub(crate) struct Cluster {
     pub(crate) members: Vec<Member>,
-    initial: String,
+    pub(crate) initial: String,
     bin: &'static Path,
     extra: Vec<String>,
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    pub(crate) fn start() -> Cluster {
         Cluster::start_kind(Kind::Ferrocd, &[])
     }
 
@@ -67,6 +67,26 @@ impl Cluster {
     }
 
     pub(crate) fn spawn(&mut self, i: usize) {
+        let initial = self.initial.clone();
+        self.spawn_with(i, &initial, "new");
+    }
+
+    /// A slot for one more member (not started), in the same temp root.
+    pub(crate) fn add_slot(&mut self, name: &str) -> usize {
+        let root = self.members[0].dir.parent().expect("root").to_path_buf();
+        self.members.push(Member {
+            name: name.to_string(),
+            client: free_port(),
+            peer: free_port(),
+            dir: root.join(name),
+            child: None,
+        });
+        self.members.len() - 1
+    }
+
+    /// Starts member `i` with `--initial-cluster initial` and
+    /// `--initial-cluster-state state`.
+    pub(crate) fn spawn_with(&mut self, i: usize, initial: &str, state: &str) {
         let m = &self.members[i];
         std::fs::create_dir_all(&m.dir).expect("member dir");
         let c = format!("http://127.0.0.1:{}", m.client);
@@ -85,7 +105,9 @@ impl Cluster {
             "--initial-advertise-peer-urls",
             &p,
             "--initial-cluster",
-            &self.initial,
+            initial,
+            "--initial-cluster-state",
+            state,
             "--initial-cluster-token",
             "it-cluster",
             "--heartbeat-interval",

@@ -29,6 +29,7 @@ mod linearizability;
 mod linfault;
 mod lock;
 mod mask;
+mod membership;
 mod netfault;
 mod partition;
 mod selfcheck;
