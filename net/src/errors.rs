@@ -63,6 +63,13 @@ pub fn request_too_large() -> Status {
 pub fn no_leader() -> Status {
     s(Code::UNAVAILABLE, "etcdserver: no leader")
 }
+/// etcd's ErrGRPCNotSupportedForLearner.
+pub fn not_supported_for_learner() -> Status {
+    s(
+        Code::UNAVAILABLE,
+        "etcdserver: rpc not supported for learner",
+    )
+}
 pub fn stopped() -> Status {
     s(Code::UNAVAILABLE, "etcdserver: server stopped")
 }

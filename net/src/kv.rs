@@ -100,6 +100,9 @@ impl KvService {
     async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
         check_range(&req)?;
         let serializable = req.serializable;
+        if !serializable && self.node.is_learner() {
+            return Err(crate::errors::not_supported_for_learner());
+        }
         let r = self
             .node
             .range(&range_from_pb(req), serializable)

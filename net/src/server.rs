@@ -191,6 +191,18 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             crate::lease::register(&mut router, node.clone());
             crate::v3lock::register(&mut router, node.clone());
             crate::v3election::register(&mut router, node.clone());
+            // etcd's interceptors: a learner serves only Status and
+            // serializable Range (checked in kv) on the client port.
+            let gate_node = node.clone();
+            router.set_gate(Rc::new(move |path: &str| {
+                if gate_node.is_learner()
+                    && path != "/etcdserverpb.Maintenance/Status"
+                    && path != "/etcdserverpb.KV/Range"
+                {
+                    return Err(crate::errors::not_supported_for_learner());
+                }
+                Ok(())
+            }));
             let router = Rc::new(router);
             let cfg = Rc::new(grpc.clone());
             let shutdown = Trigger::new();

@@ -253,6 +253,9 @@ struct Shared {
     members: Members,
     /// Peer addresses for the transport; the removed flag.
     directory: Arc<PeerDirectory>,
+    /// This member is a learner in the applied configuration (read on
+    /// every client request; written where `members` changes).
+    learner: AtomicBool,
     next_id: AtomicU64,
     /// Watchers of `store` (engine::watch). `apply` publishes every applied
     /// revision's events to it after releasing the store lock.
@@ -410,6 +413,7 @@ impl Node {
             ),
             None => None,
         };
+        let learner = membership.get(cfg.member_id).is_some_and(|m| m.is_learner);
         let shared = Arc::new(Shared {
             cfg,
             store: RwLock::new(store),
@@ -422,6 +426,7 @@ impl Node {
             db: backend.as_ref().map(|(db, _)| db.clone()),
             defrag: checkpointer.as_ref().map(Checkpointer::defragmenter),
             poisoned: std::sync::Mutex::new(None),
+            learner: AtomicBool::new(learner),
             members: RwLock::new(membership),
             directory,
             next_id: AtomicU64::new(1),

@@ -81,10 +81,15 @@ where
     Handler::Streaming(Rc::new(move |rx, tx, info| Box::pin(f(rx, tx, info))))
 }
 
+/// Decides per call path whether a registered method may be called now
+/// (e.g. a learner refuses most of them).
+pub type Gate = Rc<dyn Fn(&str) -> Result<(), Status>>;
+
 /// Maps `/package.Service/Method` paths to handlers.
 #[derive(Clone, Default)]
 pub struct Router {
     methods: HashMap<String, Handler>,
+    gate: Option<Gate>,
 }
 
 impl Router {
@@ -98,9 +103,19 @@ impl Router {
         self
     }
 
-    /// Finds the handler, or the status grpc-go answers for an unknown one.
+    /// Consults `gate` before every call of a registered method.
+    pub fn set_gate(&mut self, gate: Gate) -> &mut Router {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Finds the handler, or the status grpc-go answers for an unknown one
+    /// (or the gate's refusal).
     pub fn route(&self, path: &str) -> Result<&Handler, Status> {
         if let Some(h) = self.methods.get(path) {
+            if let Some(g) = &self.gate {
+                g(path)?;
+            }
             return Ok(h);
         }
         let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.rsplit_once('/'))

@@ -137,12 +137,7 @@ impl Node {
 
     /// Whether this member is a learner in the applied configuration.
     pub fn is_learner(&self) -> bool {
-        self.shared
-            .members
-            .read()
-            .ok()
-            .and_then(|m| m.get(self.shared.cfg.member_id).map(|i| i.is_learner))
-            .unwrap_or(false)
+        self.shared.learner.load(Ordering::Acquire)
     }
 
     /// Whether `id` was removed from the cluster (its messages are refused).
@@ -262,6 +257,10 @@ pub(super) fn apply_conf_entry(
         }
         let cs = raw.apply_conf_change(&cc)?;
         raw.mut_store().wl().set_conf_state(cs);
+        shared.learner.store(
+            members.get(me).is_some_and(|m| m.is_learner),
+            Ordering::Release,
+        );
         return Ok(());
     }
     let ctx = ChangeContext::decode(&cc.context)?;
@@ -282,6 +281,10 @@ pub(super) fn apply_conf_entry(
             _ => {}
         }
     }
+    shared.learner.store(
+        members.get(me).is_some_and(|m| m.is_learner),
+        Ordering::Release,
+    );
     if ctx.proposer == me {
         if let Some(w) = waiters.remove(&ctx.id) {
             let r = match result {

@@ -226,7 +226,11 @@ fn run(server: &mut Server, keys: usize) -> Outcome {
         "get f/",
     );
     let fill_keys = fill_out.lines().filter(|l| !l.is_empty()).count();
-    assert_eq!(fill_keys, keys.div_ceil(2), "{label}: fill keys after restart");
+    assert_eq!(
+        fill_keys,
+        keys.div_ceil(2),
+        "{label}: fill keys after restart"
+    );
     Outcome {
         compact_out,
         defrag_out,

@@ -236,6 +236,25 @@ fn replace_a_member_like_the_seed_guide() {
     c.spawn_with(victim, "bogus=http://127.0.0.1:1", "new");
     c.wait_converged(&[0, 1, 2]);
     assert_eq!(c.status(victim).expect("status").0, new_id);
+    // The whole cluster restarts (the original members with their original
+    // flags, which still name the removed ID): the member list comes from
+    // each member's data dir, unchanged.
+    let (_, before) = list_json(&c.ep(leader)).expect("member list");
+    for i in 0..3 {
+        c.kill(i);
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    c.wait_converged(&[0, 1, 2]);
+    for i in 0..3 {
+        let (_, after) = eventually(20, "member list after a full restart", &c, || {
+            list_json(&c.ep(i))
+        });
+        assert_eq!(after, before, "member {i} after a full restart");
+    }
+    let (code, out) = c.ctl(victim, &["get", "after", "--print-value-only"]);
+    assert_eq!((code, out.trim()), (0, "join"));
 
     // 5. The seed's "member has already been bootstrapped": a member whose
     //    data dir was wiped, started again with state `new` while the others
@@ -344,6 +363,15 @@ fn learner_is_added_refused_while_behind_then_promoted_and_updated() {
     let (code, out) = c.ctl(l, &["endpoint", "status", "-w", "json"]);
     assert_eq!(code, 0);
     assert!(out.contains("\"isLearner\":true"), "{out}");
+    // Like etcd, a learner serves only Status and serializable reads.
+    for args in [&["put", "k", "x"][..], &["get", "k7"], &["member", "list"]] {
+        let out = ctl_full(&c.ep(l), args);
+        assert!(
+            stderr(&out).contains("Error: etcdserver: rpc not supported for learner"),
+            "{args:?} on a learner: {}",
+            stderr(&out)
+        );
+    }
 
     // In sync now: promote (through a follower) succeeds with etcdctl's text.
     let text = eventually(30, "promote succeeds", &c, || {
@@ -357,8 +385,10 @@ fn learner_is_added_refused_while_behind_then_promoted_and_updated() {
     let (_, rows) = list_json(&c.ep(leader)).expect("list");
     assert!(rows.iter().all(|r| !r.4), "no learner left: {rows:?}");
     // A four-voter cluster: the promoted member takes writes.
-    let (code, _) = c.ctl(l, &["put", "from", "promoted"]);
-    assert_eq!(code, 0, "{}", c.logs());
+    // (once it has applied its promotion itself)
+    eventually(20, "the promoted member takes writes", &c, || {
+        (c.ctl(l, &["put", "from", "promoted"]).0 == 0).then_some(())
+    });
     c.wait_converged(&[0, 1, 2, l]);
 
     // member update: new peer URL; the member restarts listening on it and
