@@ -197,26 +197,29 @@ impl WatchService {
                 Wake::Request(Ok(None)) => half_closed = true,
                 Wake::Request(Err(st)) => return Err(st),
                 Wake::Notified => {}
-                Wake::Tick if Instant::now() < next_tick => {
-                    // The leader check of a require-leader stream.
-                    next_leader_check = Some(Instant::now() + election);
-                    if self.node.leader() == 0 {
-                        no_leader_checks += 1;
-                        if no_leader_checks >= MAX_NO_LEADER_CHECKS {
-                            return Err(errors::no_leader());
-                        }
-                    } else {
-                        no_leader_checks = 0;
-                    }
-                }
                 Wake::Tick => {
-                    next_tick = Instant::now() + interval;
-                    for (id, o) in opts.iter_mut() {
-                        if let Some(ok) = o.progress.as_mut() {
-                            if *ok {
-                                ws.request_progress(*id);
+                    let now = Instant::now();
+                    // The leader check of a require-leader stream.
+                    if next_leader_check.is_some_and(|c| now >= c) {
+                        next_leader_check = Some(now + election);
+                        if self.node.leader() == 0 {
+                            no_leader_checks += 1;
+                            if no_leader_checks >= MAX_NO_LEADER_CHECKS {
+                                return Err(errors::no_leader());
                             }
-                            *ok = true;
+                        } else {
+                            no_leader_checks = 0;
+                        }
+                    }
+                    if now >= next_tick {
+                        next_tick = now + interval;
+                        for (id, o) in opts.iter_mut() {
+                            if let Some(ok) = o.progress.as_mut() {
+                                if *ok {
+                                    ws.request_progress(*id);
+                                }
+                                *ok = true;
+                            }
                         }
                     }
                 }
