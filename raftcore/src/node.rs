@@ -404,6 +404,10 @@ impl Node {
         for m in cfg.members.iter().chain(membership.members().iter()) {
             directory.set(m.id, &m.peer_urls);
         }
+        // Restarted after its removal was applied: stop again at once.
+        if membership.is_removed(cfg.member_id) {
+            directory.mark_removed();
+        }
         let lessor = lease::recover_lessor(&cfg, backend.as_ref().map(|(db, _)| &**db), &store)?;
         let lease_ids = lease::LeaseIds::new(cfg.member_id);
         let checkpointer = match &backend {

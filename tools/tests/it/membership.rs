@@ -151,6 +151,27 @@ fn replace_a_member_like_the_seed_guide() {
     let (code, _) = c.ctl(other, &["put", "during", "two-members"]);
     assert_eq!(code, 0);
 
+    // Restarted from its old data dir, the removed member stops again
+    // (peers refuse it, or its own data says so), like etcd.
+    c.spawn(victim);
+    let mut child = c.members[victim].child.take().expect("victim running");
+    let st = wait_timeout(&mut child, Duration::from_secs(30));
+    if st.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let log = tail(&c.members[victim].dir.join("server.log"), 30);
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "the restarted removed member did not stop by itself ({st:?}):\n{log}"
+    );
+    assert!(
+        log.matches("the member has been permanently removed from the cluster")
+            .count()
+            >= 2,
+        "{log}"
+    );
+
     // 2. Wipe its data dir, member add with the same peer URL.
     std::fs::remove_dir_all(c.members[victim].dir.join("data")).expect("wipe");
     let name = c.members[victim].name.clone();
