@@ -2,8 +2,8 @@
 //! changes: raft-rs's `RawNode` ready loop, the log store it persists to,
 //! and the apply path into `engine::mvcc`.
 //!
-//! Today a cluster has one member (the peer transport comes with the Raft
-//! issue); the single member goes through the same Raft path as a cluster.
+//! A single member goes through the same Raft path as a cluster; the
+//! member list changes only through Raft conf changes (`membership`).
 #![forbid(unsafe_code)]
 
 mod checkpoint;
