@@ -1085,6 +1085,13 @@ impl RaftLoop {
     fn note_role(&mut self) {
         let leader = self.raw.raft.leader_id;
         self.shared.leader.store(leader, Ordering::Release);
+        // Raft's configuration is the truth, whichever way it changed (a
+        // conf change or an installed snapshot).
+        let me = self.shared.cfg.member_id;
+        self.shared.learner.store(
+            self.raw.raft.prs().conf().learners().contains(&me),
+            Ordering::Release,
+        );
         self.shared
             .term
             .store(self.raw.raft.term, Ordering::Release);

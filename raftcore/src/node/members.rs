@@ -432,4 +432,38 @@ mod tests {
             .join()
             .unwrap();
     }
+
+    /// With `--strict-reconfig-check=false` the started-members check is
+    /// off (etcd's flag): a voter joins a cluster whose members have not
+    /// published themselves.
+    #[test]
+    fn strict_reconfig_check_can_be_turned_off() {
+        LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn(|| async {
+                const IDS: &[u64] = &[11, 22, 33];
+                let (nodes, _cut) =
+                    crate::node::test_cluster::start(IDS, |c| c.strict_reconfig_check = false);
+                for n in &nodes {
+                    assert!(n.wait_leader(Duration::from_secs(5)).await);
+                }
+                let list = nodes[0]
+                    .add_member(44, vec!["http://d:1".into()], false)
+                    .await
+                    .unwrap();
+                assert!(list.iter().any(|m| m.id == 44 && !m.is_learner));
+                // Four voters, one down: three still commit.
+                nodes[2]
+                    .put(engine::mvcc::PutRequest {
+                        key: b"k".to_vec(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                assert!(!nodes[1].is_learner());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }
