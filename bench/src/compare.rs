@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo build --release -p bench -p tools
-//! target/release/ferrobench compare --reps 3 --out bench-results
+//! target/release/ferrobench compare --reps 3 --sweep 2000,5000,10000,20000,40000 --out bench-results
 //! ```
 //!
 //! For each repetition, for each cluster size (`--members`, default 1 and
@@ -18,6 +18,11 @@
 //! members and delete their data. The report takes per (cluster size,
 //! workload, server) the median of each figure over the repetitions, and
 //! the ratio ferrocd/etcd.
+//!
+//! With `--sweep R1,R2,..` each cluster of the first repetition also runs
+//! one workload (`--sweep-workload`, default put-256) open-loop at each
+//! rate after the suite; `--out` then gets `sweep-<workload>-<N>m.svg`, the
+//! servers' p50 and p99 against achieved throughput on one plot.
 //!
 //! Figures: throughput, p50/p99/p99.9 latency, server CPU per request
 //! (utime+stime of all members summed, from `/proc`), the load generator's
@@ -63,6 +68,11 @@ Flags:
   --out DIR             write DIR/compare.md and DIR/compare.json
   --work-dir DIR        data dirs and server logs (default: a new dir under /tmp)
   --keep                keep the work dir (default: deleted on success)
+  --sweep R1,R2,..      also run --sweep-workload open-loop at these rates (first
+                        repetition) and plot latency vs throughput per server
+  --sweep-workload NAME suite entry to sweep (default put-256)
+  --sweep-seconds S     length of each sweep point: total = rate x S (default 3;
+                        --total overrides)
 ";
 
 /// One workload of the suite.
@@ -136,6 +146,9 @@ pub struct CompareArgs {
     pub out: Option<PathBuf>,
     pub work_dir: Option<PathBuf>,
     pub keep: bool,
+    pub sweep: Vec<f64>,
+    pub sweep_workload: String,
+    pub sweep_seconds: f64,
 }
 
 impl Default for CompareArgs {
@@ -152,6 +165,9 @@ impl Default for CompareArgs {
             out: None,
             work_dir: None,
             keep: false,
+            sweep: Vec::new(),
+            sweep_workload: "put-256".into(),
+            sweep_seconds: 3.0,
         }
     }
 }
@@ -246,6 +262,31 @@ pub fn parse(argv: &[String]) -> Result<CompareArgs, Option<String>> {
                     .filter(|f: &f64| f.is_finite() && *f > 0.0)
                     .ok_or_else(|| Some(format!("invalid --scale {v:?}")))?
             }
+            "sweep" => {
+                a.sweep = list(&v)
+                    .iter()
+                    .map(|r| {
+                        r.parse::<f64>()
+                            .ok()
+                            .filter(|r| r.is_finite() && *r > 0.0)
+                            .ok_or_else(|| Some(format!("invalid rate {r:?} in --sweep")))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "sweep-workload" => {
+                if !SUITE.iter().any(|w| w.name == v) {
+                    return Err(Some(format!("unknown --sweep-workload {v:?}")));
+                }
+                a.sweep_workload = v;
+            }
+            "sweep-seconds" => {
+                a.sweep_seconds = v
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|f: &f64| f.is_finite() && *f > 0.0)
+                    .ok_or_else(|| Some(format!("invalid --sweep-seconds {v:?}")))?
+            }
             "out" => a.out = Some(v.into()),
             "work-dir" => a.work_dir = Some(v.into()),
             _ => return Err(Some(format!("unknown flag: --{name}"))),
@@ -272,6 +313,17 @@ pub struct Sample {
     pub failure: Option<String>,
     /// Largest member's VmHWM after the workload, KiB.
     pub rss_peak_kib: Option<u64>,
+}
+
+/// One open-loop point of a sweep.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SweepSample {
+    pub server: String,
+    pub members: usize,
+    pub workload: String,
+    pub rate: f64,
+    pub result: Option<serde_json::Value>,
+    pub failure: Option<String>,
 }
 
 /// Start-up of one cluster: launch to the first linearizable read served
@@ -326,6 +378,27 @@ pub struct Output {
     /// Medians over the repetitions of the floors (`floors()`), µs.
     pub fdatasync_p50_us: Option<f64>,
     pub loopback_rtt_p50_us: Option<f64>,
+    pub sweeps: Vec<SweepSample>,
+}
+
+/// The sweep points of one server and cluster size, in rate order.
+pub fn sweep_points(out: &Output, server: &str, members: usize) -> Vec<crate::sweep::Point> {
+    out.sweeps
+        .iter()
+        .filter(|s| s.server == server && s.members == members)
+        .filter_map(|s| {
+            let j = s.result.as_ref()?;
+            let u = |k: &str| j[k].as_u64().unwrap_or(0);
+            Some(crate::sweep::Point {
+                target_rps: s.rate,
+                achieved_rps: j["rps"].as_f64().unwrap_or(0.0),
+                p50_us: u("p50_us"),
+                p99_us: u("p99_us"),
+                p999_us: u("p999_us"),
+                errors: u("errors"),
+            })
+        })
+        .collect()
 }
 
 /// The median of the values present (mean of the middle two when even).
@@ -505,6 +578,51 @@ pub fn markdown(out: &Output) -> String {
         let _ = writeln!(s, "\nStart-up to first served linearizable read (median):");
         for (k, v) in &out.startup_ms {
             let _ = writeln!(s, "- {k}: {v:.0} ms");
+        }
+    }
+    let mut sizes: Vec<usize> = out.sweeps.iter().map(|s| s.members).collect();
+    sizes.dedup();
+    for m in sizes {
+        let wl = out.sweeps.first().map_or("", |s| s.workload.as_str());
+        let _ = writeln!(
+            s,
+            "\nOpen-loop sweep, {wl}, {m} member(s) (latency from each request's due time):\n"
+        );
+        let _ = writeln!(
+            s,
+            "| target req/s | etcd achieved | etcd p50 / p99 ms | ferrocd achieved | ferrocd p50 / p99 ms | p99 ratio |"
+        );
+        let _ = writeln!(s, "|---:|---:|---|---:|---|---:|");
+        let (e, f) = (
+            sweep_points(out, "etcd", m),
+            sweep_points(out, "ferrocd", m),
+        );
+        let mut rates: Vec<f64> = e.iter().chain(&f).map(|p| p.target_rps).collect();
+        rates.sort_by(|a, b| a.total_cmp(b));
+        rates.dedup();
+        for r in rates {
+            let pe = e.iter().find(|p| p.target_rps == r);
+            let pf = f.iter().find(|p| p.target_rps == r);
+            let cell = |p: Option<&crate::sweep::Point>| {
+                p.map_or(("-".to_string(), "-".to_string()), |p| {
+                    (
+                        format!("{:.0}", p.achieved_rps),
+                        format!(
+                            "{:.3} / {:.3}",
+                            p.p50_us as f64 / 1e3,
+                            p.p99_us as f64 / 1e3
+                        ),
+                    )
+                })
+            };
+            let ratio = match (pe, pf) {
+                (Some(e), Some(f)) if e.p99_us > 0 => {
+                    format!("{:.2}", f.p99_us as f64 / e.p99_us as f64)
+                }
+                _ => "-".into(),
+            };
+            let ((ea, el), (fa, fl)) = (cell(pe), cell(pf));
+            let _ = writeln!(s, "| {r:.0} | {ea} | {el} | {fa} | {fl} | {ratio} |");
         }
     }
     let failures: Vec<&Sample> = out.samples.iter().filter(|s| s.failure.is_some()).collect();
@@ -845,6 +963,7 @@ fn run_workload(
     me: &Path,
     w: &Workload,
     total: u64,
+    rate: Option<f64>,
     c: &Cluster,
     err_log: &Path,
 ) -> Result<serde_json::Value, String> {
@@ -852,6 +971,7 @@ fn run_workload(
     let err = std::fs::File::create(err_log).map_err(|e| e.to_string())?;
     let out = Command::new(me)
         .args(w.args.split_whitespace())
+        .args(rate.map(|r| format!("--rate={r}")))
         .args(["--total", &total.to_string()])
         .args(["--endpoints", &c.endpoints.join(",")])
         .args(["--server-pid", &pids.join(",")])
@@ -940,6 +1060,7 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
     let mut startups = Vec::new();
     // Logs of failed clusters are kept.
     let mut failed = false;
+    let mut sweeps = Vec::new();
     let (mut fsyncs, mut rtts) = (Vec::new(), Vec::new());
     for rep in 0..a.reps {
         match (fdatasync_p50(&work, 1000), loopback_rtt_p50(2000)) {
@@ -1005,7 +1126,8 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
                 for w in &suite {
                     let total = total_of(a, w);
                     let res = c.alive().and_then(|()| {
-                        run_workload(&me, w, total, &c, &dir.join(format!("{}.err", w.name)))
+                        let err = dir.join(format!("{}.err", w.name));
+                        run_workload(&me, w, total, None, &c, &err)
                     });
                     let rss = c.rss_peak_kib();
                     match &res {
@@ -1034,6 +1156,44 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
                         failure,
                         rss_peak_kib: rss,
                     });
+                }
+                if rep == 0 {
+                    if let Some(w) = SUITE.iter().find(|w| w.name == a.sweep_workload) {
+                        for &rate in &a.sweep {
+                            let total = a
+                                .total
+                                .unwrap_or(((rate * a.sweep_seconds).round() as u64).max(1));
+                            let err = dir.join(format!("sweep-{rate}.err"));
+                            let res = c
+                                .alive()
+                                .and_then(|()| run_workload(&me, w, total, Some(rate), &c, &err));
+                            match &res {
+                                Ok(j) => log(&format!(
+                                    "  sweep {:<10} {:>9.0} req/s  p50 {:>8.3} ms  p99 {:>8.3} ms\n",
+                                    rate,
+                                    j["rps"].as_f64().unwrap_or(0.0),
+                                    j["p50_us"].as_f64().unwrap_or(0.0) / 1e3,
+                                    j["p99_us"].as_f64().unwrap_or(0.0) / 1e3,
+                                )),
+                                Err(e) => {
+                                    failed = true;
+                                    log(&format!("  sweep {rate} FAILED: {e}\n"))
+                                }
+                            }
+                            let (result, failure) = match res {
+                                Ok(j) => (Some(j), None),
+                                Err(e) => (None, Some(e)),
+                            };
+                            sweeps.push(SweepSample {
+                                server: server.clone(),
+                                members: m,
+                                workload: w.name.to_string(),
+                                rate,
+                                result,
+                                failure,
+                            });
+                        }
+                    }
                 }
                 drop(c);
                 if !a.keep && !failed {
@@ -1072,6 +1232,7 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
         startups,
         fdatasync_p50_us: median(fsyncs),
         loopback_rtt_p50_us: median(rtts),
+        sweeps,
     })
 }
 
@@ -1129,6 +1290,27 @@ pub fn main(argv: &[String]) -> ExitCode {
             "ferrobench compare: wrote {}/compare.md and compare.json",
             dir.display()
         );
+        let mut sizes: Vec<usize> = out.sweeps.iter().map(|s| s.members).collect();
+        sizes.dedup();
+        for m in sizes {
+            let series: Vec<(String, Vec<crate::sweep::Point>)> = a
+                .servers
+                .iter()
+                .map(|sv| (sv.clone(), sweep_points(&out, sv, m)))
+                .collect();
+            let title = format!(
+                "{} open loop, {m} member(s): latency vs throughput",
+                a.sweep_workload
+            );
+            let path = dir.join(format!("sweep-{}-{m}m.svg", a.sweep_workload));
+            match std::fs::write(&path, crate::sweep::svg_compare(&title, &series)) {
+                Ok(()) => eprintln!("ferrobench compare: wrote {}", path.display()),
+                Err(e) => {
+                    eprintln!("ferrobench compare: writing {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
     }
     // Every cell must have produced something, or the comparison is not one.
     if out.samples.iter().all(|s| s.result.is_none()) {
@@ -1176,6 +1358,17 @@ mod tests {
             assert!(matches!(parse(&argv(bad)), Err(Some(_))), "{bad}");
         }
         assert_eq!(parse(&argv("--help")), Err(None));
+        let a = parse(&argv(
+            "--sweep 1000,5000 --sweep-workload range-l-256 --sweep-seconds 2",
+        ))
+        .unwrap();
+        assert_eq!(a.sweep, [1000.0, 5000.0]);
+        assert_eq!(
+            (a.sweep_workload.as_str(), a.sweep_seconds),
+            ("range-l-256", 2.0)
+        );
+        assert!(parse(&argv("--sweep 0")).is_err());
+        assert!(parse(&argv("--sweep-workload nope")).is_err());
     }
 
     #[test]
@@ -1270,6 +1463,7 @@ mod tests {
             startups: vec![],
             fdatasync_p50_us: Some(950.0),
             loopback_rtt_p50_us: Some(40.0),
+            sweeps: vec![],
         };
         let md = markdown(&out);
         let row = md.lines().nth(2).unwrap();

@@ -7,7 +7,7 @@
 //!
 //! ```sh
 //! cargo build --release -p bench -p tools
-//! target/release/ferrobench compare --out bench-results
+//! target/release/ferrobench compare --reps 3 --sweep 2000,5000,10000,20000,40000 --out bench-results
 //! ```
 //!
 //! See `args::USAGE` and `compare::USAGE`.

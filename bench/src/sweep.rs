@@ -98,15 +98,16 @@ struct Axes {
 }
 
 impl Axes {
-    fn new(points: &[Point]) -> Axes {
-        let x_max = points
+    fn new(lines: &[Line], targets: &[f64]) -> Axes {
+        let x_max = lines
             .iter()
-            .map(|p| p.achieved_rps.max(p.target_rps))
+            .flat_map(|l| l.xy.iter().map(|&(x, _)| x))
+            .chain(targets.iter().copied())
+            .filter(|x| x.is_finite())
             .fold(1.0, f64::max);
-        let lats = points
+        let lats = lines
             .iter()
-            .flat_map(|p| [p.p50_us, p.p99_us, p.p999_us])
-            .map(|us| (us.max(1) as f64) / 1e3);
+            .flat_map(|l| l.xy.iter().map(|&(_, us)| (us.max(1) as f64) / 1e3));
         let (lo, hi) = lats.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
         let (lo, hi) = if lo > hi { (0.1, 10.0) } else { (lo, hi) };
         // Whole decades around the data.
@@ -119,7 +120,12 @@ impl Axes {
         }
     }
     fn x(&self, rps: f64) -> f64 {
-        LEFT + (W - LEFT - RIGHT) * (rps / self.x_max).clamp(0.0, 1.0)
+        let f = if rps.is_finite() {
+            rps / self.x_max
+        } else {
+            0.0
+        };
+        LEFT + (W - LEFT - RIGHT) * f.clamp(0.0, 1.0)
     }
     fn y(&self, us: u64) -> f64 {
         let ly = ((us.max(1) as f64) / 1e3).log10();
@@ -142,9 +148,63 @@ pub fn nice_ceil(v: f64) -> f64 {
     10.0 * p
 }
 
-/// The plot, a standalone SVG document.
+/// One line of a plot: (achieved requests/s, latency µs) per point.
+pub struct Line {
+    pub label: String,
+    pub color: &'static str,
+    pub dashed: bool,
+    pub xy: Vec<(f64, u64)>,
+}
+
+/// The plot of one sweep, a standalone SVG document: p50, p99, p99.9.
 pub fn svg(title: &str, points: &[Point]) -> String {
-    let ax = Axes::new(points);
+    type Pct = (&'static str, &'static str, fn(&Point) -> u64);
+    let pcts: [Pct; 3] = [
+        ("p50", "#1f77b4", |p| p.p50_us),
+        ("p99", "#ff7f0e", |p| p.p99_us),
+        ("p99.9", "#d62728", |p| p.p999_us),
+    ];
+    let lines: Vec<Line> = pcts
+        .iter()
+        .map(|(label, color, f)| Line {
+            label: label.to_string(),
+            color,
+            dashed: false,
+            xy: points.iter().map(|p| (p.achieved_rps, f(p))).collect(),
+        })
+        .collect();
+    let targets: Vec<f64> = points.iter().map(|p| p.target_rps).collect();
+    plot(title, &lines, &targets)
+}
+
+/// Several sweeps on one plot (e.g. etcd and ferrocd): p50 dashed, p99
+/// solid, one color per sweep.
+pub fn svg_compare(title: &str, sweeps: &[(String, Vec<Point>)]) -> String {
+    const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+    let mut lines = Vec::new();
+    let mut targets = Vec::new();
+    for (i, (name, points)) in sweeps.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        lines.push(Line {
+            label: format!("{name} p50"),
+            color,
+            dashed: true,
+            xy: points.iter().map(|p| (p.achieved_rps, p.p50_us)).collect(),
+        });
+        lines.push(Line {
+            label: format!("{name} p99"),
+            color,
+            dashed: false,
+            xy: points.iter().map(|p| (p.achieved_rps, p.p99_us)).collect(),
+        });
+        targets.extend(points.iter().map(|p| p.target_rps));
+    }
+    plot(title, &lines, &targets)
+}
+
+/// Draws `lines` (log y) with the target rates marked on the x axis.
+pub fn plot(title: &str, lines: &[Line], targets: &[f64]) -> String {
+    let ax = Axes::new(lines, targets);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -153,8 +213,8 @@ pub fn svg(title: &str, points: &[Point]) -> String {
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
-        (LEFT + W - RIGHT) / 2.0,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="13">{}</text>"#,
+        W / 2.0,
         esc(title)
     );
     // Axes.
@@ -199,54 +259,56 @@ pub fn svg(title: &str, points: &[Point]) -> String {
         (y0 + y1) / 2.0
     );
     // Target rates: small ticks under the x axis.
-    for p in points {
-        let x = ax.x(p.target_rps);
+    for &t in targets {
+        let x = ax.x(t);
         let _ = writeln!(
             s,
             r##"<line class="target" x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{:.1}" stroke="#888"/>"##,
             y0 - 6.0
         );
     }
-    // One line per percentile.
-    type Series = (&'static str, &'static str, fn(&Point) -> u64);
-    let series: [Series; 3] = [
-        ("p50", "#1f77b4", |p| p.p50_us),
-        ("p99", "#ff7f0e", |p| p.p99_us),
-        ("p99.9", "#d62728", |p| p.p999_us),
-    ];
-    for (k, (name, color, f)) in series.iter().enumerate() {
-        let pts: Vec<String> = points
-            .iter()
-            .map(|p| format!("{:.1},{:.1}", ax.x(p.achieved_rps), ax.y(f(p))))
-            .collect();
+    for (k, l) in lines.iter().enumerate() {
+        let color = l.color;
+        let dash = if l.dashed {
+            r#" stroke-dasharray="6,4""#
+        } else {
+            ""
+        };
+        let pts: Vec<(f64, f64)> = l.xy.iter().map(|&(x, us)| (ax.x(x), ax.y(us))).collect();
+        let coords: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
         let _ = writeln!(
             s,
-            r#"<polyline class="{name}" points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-            pts.join(" ")
+            r#"<polyline class="{}" points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
+            esc(&l.label.replace(' ', "-")),
+            coords.join(" ")
         );
-        for pt in &pts {
-            let (cx, cy) = pt.split_once(',').unwrap_or(("0", "0"));
-            let _ = writeln!(s, r#"<circle cx="{cx}" cy="{cy}" r="3" fill="{color}"/>"#);
+        for (cx, cy) in &pts {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="3" fill="{color}"/>"#
+            );
         }
         let ly = TOP + 10.0 + 20.0 * k as f64;
         let _ = writeln!(
             s,
-            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}">{name}</text>"#,
-            x1 + 20.0,
-            x1 + 45.0,
-            x1 + 52.0,
-            ly + 4.0
+            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            x1 + 12.0,
+            x1 + 37.0,
+            x1 + 44.0,
+            ly + 4.0,
+            esc(&l.label)
         );
     }
+    let ly = TOP + 10.0 + 20.0 * lines.len() as f64;
     let _ = writeln!(
         s,
         r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#888"/><text x="{:.1}" y="{:.1}">target rate</text>"##,
-        x1 + 32.0,
-        TOP + 64.0,
-        x1 + 32.0,
-        TOP + 76.0,
-        x1 + 52.0,
-        TOP + 74.0
+        x1 + 24.0,
+        ly - 6.0,
+        x1 + 24.0,
+        ly + 6.0,
+        x1 + 44.0,
+        ly + 4.0
     );
     s.push_str("</svg>\n");
     s
@@ -351,5 +413,29 @@ mod tests {
             t.contains("1000") && t.contains("998") && t.contains("1.500"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn compare_plot_has_p50_and_p99_per_server() {
+        let e = vec![
+            pt(1000.0, 1000.0, 500, 5000, 9000),
+            pt(4000.0, 3000.0, 9000, 90_000, 99_000),
+        ];
+        let f = vec![
+            pt(1000.0, 1000.0, 300, 900, 1000),
+            pt(4000.0, 4000.0, 400, 2000, 3000),
+        ];
+        let s = svg_compare("put", &[("etcd".into(), e), ("ferrocd".into(), f)]);
+        for class in ["etcd-p50", "etcd-p99", "ferrocd-p50", "ferrocd-p99"] {
+            assert_eq!(polyline(&s, class).len(), 2, "{class}");
+        }
+        assert_eq!(
+            s.matches("stroke-dasharray").count(),
+            4,
+            "p50 lines and their legend"
+        );
+        // ferrocd's p99 at 4000/s sits lower (faster) than etcd's at 3000/s.
+        assert!(polyline(&s, "ferrocd-p99")[1].1 > polyline(&s, "etcd-p99")[1].1);
+        assert_eq!(s.matches("class=\"target\"").count(), 4);
     }
 }

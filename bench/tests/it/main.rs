@@ -328,6 +328,7 @@ fn compare_runs_both_servers_end_to_end() {
     let out = Command::new(env!("CARGO_BIN_EXE_ferrobench"))
         .args(["compare", "--members", "1", "--reps", "1", "--total", "30"])
         .args(["--workloads", "put-1,range-l-256,txn-put-cas-256,stm-256"])
+        .args(["--sweep", "200,400"])
         .arg("--etcd-bin")
         .arg(etcd_bin())
         .arg("--ferrocd-bin")
@@ -349,7 +350,21 @@ fn compare_runs_both_servers_end_to_end() {
         &std::fs::read_to_string(out_dir.join("compare.json")).expect("compare.json"),
     )
     .expect("compare.json parses");
+    let plot = std::fs::read_to_string(out_dir.join("sweep-put-256-1m.svg")).expect("sweep plot");
     let _ = std::fs::remove_dir_all(&out_dir);
+    for class in ["etcd-p99", "ferrocd-p99", "etcd-p50", "ferrocd-p50"] {
+        assert!(
+            plot.contains(&format!("<polyline class=\"{class}\"")),
+            "{class}"
+        );
+    }
+    let sweeps = j["sweeps"].as_array().expect("sweeps");
+    assert_eq!(sweeps.len(), 4, "2 rates x 2 servers: {j}");
+    for sw in sweeps {
+        assert_eq!(sw["result"]["rate"].as_f64(), sw["rate"].as_f64(), "{sw}");
+        assert_eq!(sw["result"]["errors"], 0, "{sw}");
+    }
+    assert!(md.contains("Open-loop sweep, put-256, 1 member(s)"), "{md}");
     let rows = j["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 4, "{j}");
     for r in rows {
