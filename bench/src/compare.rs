@@ -31,12 +31,14 @@
 //! repetition: the p50 of a 4 KiB write + fdatasync in the work dir, and
 //! the p50 of a 1-byte TCP round trip on loopback.
 //!
-//! The suite is the `SUITE` table: a name, the ferrobench arguments, and
-//! the default total. Any command ferrobench has can be added there by
-//! name (e.g. `watch-latency`, `lease-keepalive`): compare only needs it
-//! to accept the global flags (`--total`, `--endpoints`, `--server-pid`,
-//! `--json`) and print one JSON line with `rps`, `p50_us`, `p99_us`,
+//! The suite is the `SUITE` table: a name, the ferrobench arguments, the
+//! default total and the flag that sets it (`--total`, watch-latency's
+//! `--put-total`). Any command ferrobench has can be added there by name:
+//! compare only needs it to accept `--endpoints`, `--server-pid` and
+//! `--json` and print one JSON line with `rps`, `p50_us`, `p99_us`,
 //! `p999_us`, `errors`, `client_cpu_us_per_op`, `server_cpu_us_per_op`.
+//! (watch-latency's figures are per delivered event: its CPU per op is per
+//! event, its latency put -> event.)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -81,6 +83,8 @@ pub struct Workload {
     /// ferrobench arguments, without `--total` and the connection flags.
     pub args: &'static str,
     pub total: u64,
+    /// The flag that sets the total.
+    pub total_flag: &'static str,
 }
 
 /// The suite (issue #6's targets: 8 B keys, 256 B values). Add new
@@ -90,46 +94,73 @@ pub const SUITE: &[Workload] = &[
         name: "put-1",
         args: "put --clients 1 --conns 1 --key-size 8 --val-size 256",
         total: 10_000,
+        total_flag: "--total",
     },
     Workload {
         name: "put-256",
         args: "put --clients 256 --conns 16 --key-size 8 --val-size 256 --key-space-size 100000",
         total: 100_000,
+        total_flag: "--total",
     },
     Workload {
         name: "put-open-5000",
         args: "put --clients 256 --conns 16 --key-size 8 --val-size 256 --key-space-size 100000 --rate 5000",
         total: 50_000,
+        total_flag: "--total",
     },
     Workload {
         name: "range-l-1",
         args: "range foo --clients 1 --conns 1",
         total: 20_000,
+        total_flag: "--total",
     },
     Workload {
         name: "range-l-256",
         args: "range foo --clients 256 --conns 16",
         total: 100_000,
+        total_flag: "--total",
     },
     Workload {
         name: "range-s-256",
         args: "range foo --clients 256 --conns 16 --consistency s",
         total: 100_000,
+        total_flag: "--total",
     },
     Workload {
         name: "txn-put-cas-256",
         args: "txn-put --cas --clients 256 --conns 16 --key-size 8 --val-size 256 --key-space-size 100000",
         total: 50_000,
+        total_flag: "--total",
     },
     Workload {
         name: "txn-mixed-256",
         args: "txn-mixed --clients 256 --conns 16 --key-size 8 --val-size 256 --key-space-size 1000 --rw-ratio 4 --limit 10",
         total: 50_000,
+        total_flag: "--total",
     },
     Workload {
         name: "stm-256",
         args: "stm --clients 256 --conns 16 --keys 100000 --keys-per-txn 2 --isolation r --val-size 256",
         total: 20_000,
+        total_flag: "--total",
+    },
+    Workload {
+        name: "watch-latency-100",
+        args: "watch-latency --streams 10 --watchers-per-stream 10 --put-rate 100 --key-size 8 --val-size 256",
+        total: 1_000,
+        total_flag: "--put-total",
+    },
+    Workload {
+        name: "watch-latency-10k",
+        args: "watch-latency --streams 100 --watchers-per-stream 100 --put-rate 100 --key-size 8 --val-size 256",
+        total: 300,
+        total_flag: "--put-total",
+    },
+    Workload {
+        name: "lease-keepalive-256",
+        args: "lease-keepalive --clients 256 --conns 16",
+        total: 50_000,
+        total_flag: "--total",
     },
 ];
 
@@ -972,7 +1003,7 @@ fn run_workload(
     let out = Command::new(me)
         .args(w.args.split_whitespace())
         .args(rate.map(|r| format!("--rate={r}")))
-        .args(["--total", &total.to_string()])
+        .args([w.total_flag, &total.to_string()])
         .args(["--endpoints", &c.endpoints.join(",")])
         .args(["--server-pid", &pids.join(",")])
         .arg("--json")
@@ -1377,11 +1408,23 @@ mod tests {
         for w in SUITE {
             assert!(names.insert(w.name), "duplicate {}", w.name);
             let line = format!(
-                "{} --total {} --endpoints a:1,b:2 --server-pid 1,2 --json",
-                w.args, w.total
+                "{} {} {} --endpoints a:1,b:2 --server-pid 1,2 --json",
+                w.args, w.total_flag, w.total
             );
-            let a = crate::args::parse(line.split_whitespace())
-                .unwrap_or_else(|e| panic!("{}: {e:?}", w.name));
+            let argv: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            // main.rs hands these two to their own parser.
+            if w.args.starts_with("watch-latency") || w.args.starts_with("lease-keepalive") {
+                use crate::stream_cmd::StreamCommand;
+                let (_, cmd) =
+                    crate::stream_cmd::parse(&argv).unwrap_or_else(|e| panic!("{}: {e}", w.name));
+                let total = match cmd {
+                    StreamCommand::WatchLatency(x) => x.put_total,
+                    StreamCommand::LeaseKeepalive(x) => x.total,
+                };
+                assert_eq!(total, w.total, "{}", w.name);
+                continue;
+            }
+            let a = crate::args::parse(argv).unwrap_or_else(|e| panic!("{}: {e:?}", w.name));
             assert_eq!(a.command.total(), w.total, "{}", w.name);
         }
     }

@@ -68,14 +68,21 @@ mod tests {
     #[test]
     fn own_cpu_time_is_readable_and_grows() {
         let before = process_cpu_us(None).unwrap();
-        // Burn a little CPU (more than a 10 ms tick).
+        // Burn CPU for at least 60 ms of wall time, and on a loaded machine
+        // (where 60 ms of wall time can be less than one 10 ms tick of CPU)
+        // until the counter moves, up to 20 s.
         let t = std::time::Instant::now();
         let mut x = 0u64;
-        while t.elapsed() < std::time::Duration::from_millis(60) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut after = before;
+        while t.elapsed() < std::time::Duration::from_millis(60)
+            || (after <= before && t.elapsed() < std::time::Duration::from_secs(20))
+        {
+            for _ in 0..10_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            after = process_cpu_us(None).unwrap();
         }
         std::hint::black_box(x);
-        let after = process_cpu_us(None).unwrap();
         assert!(after > before, "{before} -> {after}");
         let me = std::process::id();
         assert!(processes_cpu_us(&[me]).unwrap() >= after);

@@ -70,7 +70,7 @@ pub struct Extra {
     pub json: Vec<(String, serde_json::Value)>,
 }
 
-fn parse(argv: &[String]) -> Result<(StreamGlobal, StreamCommand), String> {
+pub(crate) fn parse(argv: &[String]) -> Result<(StreamGlobal, StreamCommand), String> {
     let mut g = StreamGlobal {
         endpoint: "127.0.0.1:2379".into(),
         conns: 1,
