@@ -150,12 +150,24 @@ fn join_existing(
         );
         "cannot fetch cluster info from peer urls: could not retrieve cluster information from the given URLs".to_string()
     })?;
-    let remote_str = remote
-        .members
-        .iter()
-        .flat_map(|m| m.peer_urls.iter().map(move |u| format!("{}={u}", m.name)))
-        .collect::<Vec<_>>()
-        .join(",");
+    // etcd prints the remote cluster with RaftCluster.String().
+    let remote_str = format!(
+        "{{ClusterID:{:x} Members:[{}] RemovedMemberIDs:[]}}",
+        remote.cluster_id,
+        remote
+            .members
+            .iter()
+            .map(|m| format!(
+                "&{{ID:{:x} RaftAttributes:{{PeerURLs:[{}] IsLearner:{}}} Attributes:{{Name:{} ClientURLs:[{}]}}}}",
+                m.id,
+                m.peer_urls.join(" "),
+                m.is_learner,
+                m.name,
+                m.client_urls.join(" ")
+            ))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     if remote.members.len() != boot.members.len() {
         return Err(format!(
             "error validating peerURLs {remote_str}: member count is unequal"
