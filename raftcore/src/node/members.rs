@@ -466,4 +466,56 @@ mod tests {
             .join()
             .unwrap();
     }
+
+    /// Removing the leader (through a follower): the old leader applies its
+    /// own removal and stops; the other two elect a leader and go on.
+    #[test]
+    fn the_removed_leader_stops_and_the_rest_go_on() {
+        LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn(|| async {
+                const IDS: &[u64] = &[11, 22, 33];
+                let (nodes, _cut) =
+                    crate::node::test_cluster::start(IDS, |c| c.strict_reconfig_check = false);
+                for n in &nodes {
+                    assert!(n.wait_leader(Duration::from_secs(5)).await);
+                }
+                let leader = nodes[0].leader();
+                let (old, rest): (Vec<_>, Vec<_>) = nodes
+                    .iter()
+                    .cloned()
+                    .partition(|n| n.config().member_id == leader);
+                let list = rest[0].remove_member(leader).await.unwrap();
+                assert_eq!(list.len(), 2);
+                eventually("the removed leader knows it", || {
+                    old[0].peer_directory().is_removed()
+                })
+                .await;
+                eventually("a new leader among the rest", || {
+                    let l = rest[0].leader();
+                    l != 0 && l != leader && rest[1].leader() == l
+                })
+                .await;
+                rest[1]
+                    .put(engine::mvcc::PutRequest {
+                        key: b"after".to_vec(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                // The old leader's loop is gone (a live loop would time out
+                // instead).
+                sleep(Duration::from_millis(1500)).await;
+                let r = old[0]
+                    .put(engine::mvcc::PutRequest {
+                        key: b"x".to_vec(),
+                        ..Default::default()
+                    })
+                    .await;
+                assert!(matches!(r, Err(Error::Stopped)), "{r:?}");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }
