@@ -256,6 +256,11 @@ struct Shared {
     /// This member is a learner in the applied configuration (read on
     /// every client request; written where `members` changes).
     learner: AtomicBool,
+    /// Id of this process's next proposal (waiters are matched by proposer
+    /// and id). Starts from the wall clock (see `first_proposal_id`) so a
+    /// restarted member never reuses an id of its previous life: an entry
+    /// proposed before a crash and committed after the restart must not
+    /// answer a new request that happens to carry the same id.
     next_id: AtomicU64,
     /// Watchers of `store` (engine::watch). `apply` publishes every applied
     /// revision's events to it after releasing the store lock.
@@ -433,7 +438,7 @@ impl Node {
             learner: AtomicBool::new(learner),
             members: RwLock::new(membership),
             directory,
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first_proposal_id()),
             watch,
             lessor: std::sync::Mutex::new(lessor),
         });
@@ -707,6 +712,18 @@ impl Node {
             _ => Err(Error::Stopped),
         }
     }
+}
+
+/// Milliseconds since the epoch shifted left by 20 bits (etcd's idutil does
+/// the same with 8): a process would have to propose over a million
+/// entries per millisecond of its life to reach the ids of the next one.
+/// Never 0 (id 0 is "no waiter").
+fn first_proposal_id() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    (ms << 20).max(1)
 }
 
 fn is_read_only(t: &TxnRequest) -> bool {
@@ -1151,7 +1168,7 @@ impl RaftLoop {
         self.published_at = Some(Instant::now());
         let data = Proposal {
             proposer: me,
-            // No waiter: ids start at 1.
+            // No waiter: proposal ids are never 0.
             id: 0,
             request: Request::Publish {
                 member_id: me,
@@ -1338,6 +1355,35 @@ mod tests {
             .expect("executor")
             .join()
             .expect("test");
+    }
+
+    /// A restarted member (a new process, a new `Node`) must not reuse the
+    /// proposal ids of its previous life (see `Shared::next_id`).
+    #[test]
+    fn proposal_ids_are_not_reused_by_a_restarted_member() {
+        run(|| async {
+            let (node, lp) = Node::new(NodeConfig::new(1, 7)).unwrap();
+            glommio::spawn_local(lp.run(MemLog::default())).detach();
+            assert!(node.wait_leader(Duration::from_secs(5)).await);
+            for i in 0..20 {
+                node.put(PutRequest {
+                    key: format!("k{i}").into_bytes(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            }
+            let used = node.shared.next_id.load(Ordering::Relaxed);
+            drop(node);
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+            let (again, _lp) = Node::new(NodeConfig::new(1, 7)).unwrap();
+            let first = again.shared.next_id.load(Ordering::Relaxed);
+            assert!(
+                first > used,
+                "restarted member starts at proposal id {first}, its previous life reached {used}"
+            );
+        });
     }
 
     #[test]
