@@ -806,6 +806,43 @@ mod tests {
     }
 
     #[test]
+    fn unobserved_indeterminate_writes_can_explain_failed_cas_only_once() {
+        // x and y were never read, but one of them may have landed between
+        // put a and the failed CAS from a: accepted.
+        assert_lin(&h(&[
+            (1, 1, 2, put("a")),
+            (2, 3, 0, put("x")),
+            (1, 5, 6, cas("a", "b", false)),
+        ]));
+        // Without a lost write nothing explains the failed CAS.
+        assert_violation(&h(&[(1, 1, 2, put("a")), (1, 5, 6, cas("a", "b", false))]));
+        // A lost write called after the CAS returned cannot explain it.
+        assert_violation(&h(&[
+            (1, 1, 2, put("a")),
+            (1, 5, 6, cas("a", "b", false)),
+            (2, 7, 0, put("x")),
+        ]));
+        // One lost write explains one failed CAS, not two separated by a
+        // rewrite of a (each write takes effect at most once).
+        assert_violation(&h(&[
+            (1, 1, 2, put("a")),
+            (2, 3, 0, put("x")),
+            (1, 5, 6, cas("a", "b", false)),
+            (1, 7, 8, put("a")),
+            (1, 9, 10, cas("a", "c", false)),
+        ]));
+        // Two lost writes explain both.
+        assert_lin(&h(&[
+            (1, 1, 2, put("a")),
+            (2, 3, 0, put("x")),
+            (3, 4, 0, put("y")),
+            (1, 5, 6, cas("a", "b", false)),
+            (1, 7, 8, put("a")),
+            (1, 9, 10, cas("a", "c", false)),
+        ]));
+    }
+
+    #[test]
     fn keys_are_checked_independently() {
         let mut hist = History::default();
         let mut add = |key: &str, call, ret, kind| {
