@@ -524,14 +524,13 @@ fn cluster_service_errors_match_etcd() {
         let mut step = |args: Vec<String>, subs: &mut Vec<(String, String)>| {
             let o = etcdctl(Some(&ep), &args, None);
             let so = stdout(&o);
-            // A new member's ID becomes a placeholder.
-            if let Some(id) = so
-                .strip_prefix("Member ")
-                .and_then(|r| r.split_whitespace().next())
-            {
-                if !subs.iter().any(|(f, _)| f == id) {
+            // A new member's ID (any long hex token not known yet, in the
+            // default or the table output) becomes a placeholder.
+            for tok in so.split(|c: char| c.is_whitespace() || c == '|' || c == ',') {
+                let is_id = tok.len() >= 12 && tok.chars().all(|c| c.is_ascii_hexdigit());
+                if is_id && !subs.iter().any(|(f, _)| f == tok) {
                     let n = subs.len();
-                    subs.push((id.trim().to_string(), format!("<new{n}>")));
+                    subs.push((tok.to_string(), format!("<new{n}>")));
                 }
             }
             out.push((o.code, masked(&so, subs), masked(&stderr(&o), subs)));
@@ -564,6 +563,10 @@ fn cluster_service_errors_match_etcd() {
             &mut subs,
         );
         step(a(&["member", "promote", &format!("{lid:x}")]), &mut subs);
+        step(
+            a(&["member", "promote", &format!("{lid:x}"), "-w", "table"]),
+            &mut subs,
+        );
         step(a(&["member", "list"]), &mut subs);
         step(a(&["member", "list", "-w", "table"]), &mut subs);
         step(
@@ -576,15 +579,40 @@ fn cluster_service_errors_match_etcd() {
             ]),
             &mut subs,
         );
+        step(a(&["member", "list", "-w", "table"]), &mut subs);
+        step(
+            a(&[
+                "member",
+                "update",
+                &format!("{lid:x}"),
+                "--peer-urls",
+                &p(4),
+                "-w",
+                "table",
+            ]),
+            &mut subs,
+        );
         step(a(&["member", "remove", &format!("{lid:x}")]), &mut subs);
         step(a(&["member", "remove", &format!("{lid:x}")]), &mut subs);
         step(
-            a(&["member", "add", "l1", "--learner", "--peer-urls", &p(5)]),
+            a(&[
+                "member",
+                "add",
+                "l1",
+                "--learner",
+                "--peer-urls",
+                &p(5),
+                "-w",
+                "table",
+            ]),
             &mut subs,
         );
         let (_, rows) = list_json(&ep).expect("list");
         let lid = rows.iter().find(|r| r.4).expect("learner").0;
-        step(a(&["member", "remove", &format!("{lid:x}")]), &mut subs);
+        step(
+            a(&["member", "remove", &format!("{lid:x}"), "-w", "table"]),
+            &mut subs,
+        );
         // A second voter may join a one-member cluster; a third may not
         // while the second has not started (strict reconfig check).
         step(a(&["member", "add", "v2", "--peer-urls", &p(6)]), &mut subs);
@@ -594,6 +622,7 @@ fn cluster_service_errors_match_etcd() {
     let want = run(&etcd);
     let got = run(&subject);
     assert_eq!(want.len(), got.len());
+    let mut update_deviations = 0;
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         // etcdctl prints members in ID order; IDs differ between the two
         // servers, so compare `member add`'s ETCD_INITIAL_CLUSTER and the
@@ -616,12 +645,30 @@ fn cluster_service_errors_match_etcd() {
             }
             lines
         };
+        let (wl, gl) = (norm(&w.1), norm(&g.1));
+        // etcd 3.5.1's MemberUpdate replaces the member's raft attributes
+        // whole and so lists an updated learner as a voter while Raft keeps
+        // it a learner (it can then never be promoted). ferrocd keeps the
+        // flag; that one cell is the only difference allowed.
+        let learner_flag_bug = wl.len() == gl.len()
+            && wl != gl
+            && wl.iter().zip(&gl).all(|(a, b)| {
+                a == b || (a.contains("unstarted") && *a == b.replace("| true |", "| false |"))
+            });
+        if learner_flag_bug {
+            update_deviations += 1;
+            continue;
+        }
         assert_eq!(
-            (w.0, norm(&w.1), norm(&w.2)),
-            (g.0, norm(&g.1), norm(&g.2)),
+            (w.0, wl, norm(&w.2)),
+            (g.0, gl, norm(&g.2)),
             "step {i}: etcd (left) vs subject (right)"
         );
     }
+    assert!(
+        update_deviations >= 1,
+        "the etcd 3.5.1 update/learner difference was not observed; revisit the allowance"
+    );
     // The scenario really exercised the errors it claims to (bad URLs are
     // refused by etcdctl itself, before any request).
     let all: String = want.iter().map(|w| w.2.clone()).collect();
