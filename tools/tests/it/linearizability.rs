@@ -462,6 +462,13 @@ fn check_key(key: &str, original: &[&Operation], budget: u64) -> KeyResult {
     let mut stack: Vec<(usize, Val)> = Vec::new();
     let mut longest = 0usize;
     let mut stuck: Option<String> = None;
+    let mut stuck_op: Option<usize> = None;
+    let context = |stuck: Option<String>, op: Option<usize>| -> Option<String> {
+        match (stuck, op) {
+            (Some(s), Some(i)) => Some(s + &describe_context(ops, i)),
+            (s, _) => s,
+        }
+    };
     let mut spent = 0u64;
     let mut entry = list.nodes[list.head].next;
     loop {
@@ -471,7 +478,7 @@ fn check_key(key: &str, original: &[&Operation], budget: u64) -> KeyResult {
                 key: key.to_string(),
                 ops: n,
                 longest_prefix: longest,
-                stuck_at: stuck,
+                stuck_at: context(stuck, stuck_op),
             });
         }
         if entry == NIL {
@@ -506,6 +513,7 @@ fn check_key(key: &str, original: &[&Operation], budget: u64) -> KeyResult {
             if stack.len() >= longest && (stuck.is_none() || stack.len() > longest) {
                 longest = stack.len();
                 stuck = Some(describe_stuck(ops, i, state, &vnames, &list, entry));
+                stuck_op = Some(i);
             }
             match stack.pop() {
                 None => {
@@ -513,7 +521,7 @@ fn check_key(key: &str, original: &[&Operation], budget: u64) -> KeyResult {
                         key: key.to_string(),
                         ops: n,
                         longest_prefix: longest,
-                        stuck_at: stuck,
+                        stuck_at: context(stuck, stuck_op),
                     })
                 }
                 Some((call, prev_state)) => {
@@ -582,6 +590,54 @@ fn describe_stuck(
             shown += 1;
         }
         n = node.next;
+    }
+    if shown == 0 {
+        s.push_str(" (none)");
+    }
+    s
+}
+
+/// Where the value the stuck operation needed came from, and the writes
+/// completed just before it was called (computed once, for the report).
+fn describe_context(ops: &[&Operation], i: usize) -> String {
+    let t0 = ops.iter().map(|o| o.call).min().unwrap_or(0);
+    let show = |o: &Operation| -> String {
+        let when = match o.ret {
+            Some(r) => format!(
+                "[{:.3}s..{:.3}s]",
+                (o.call - t0) as f64 / 1e9,
+                (r - t0) as f64 / 1e9
+            ),
+            None => format!("[{:.3}s..?]", (o.call - t0) as f64 / 1e9),
+        };
+        format!("client {} {when} {:?}", o.client, o.kind)
+    };
+    let mut s = String::new();
+    let writes = |v: &str| -> Vec<&Operation> {
+        ops.iter()
+            .copied()
+            .filter(|o| match &o.kind {
+                Kind::Put { value } => value == v,
+                Kind::Cas { new, .. } => new == v,
+                Kind::Get { .. } => false,
+            })
+            .collect()
+    };
+    if let Kind::Get { result: Some(v) } | Kind::Cas { expected: v, .. } = &ops[i].kind {
+        for w in writes(v) {
+            s.push_str(&format!("\n    {v:?} was written by: {}", show(w)));
+        }
+    }
+    let mut before: Vec<&Operation> = ops
+        .iter()
+        .copied()
+        .filter(|o| !matches!(o.kind, Kind::Get { .. }) && o.ret.is_some_and(|r| r < ops[i].call))
+        .collect();
+    before.sort_by_key(|o| o.ret);
+    s.push_str("\n    last writes completed before it was called:");
+    for w in before.iter().rev().take(3) {
+        s.push_str("\n      ");
+        s.push_str(&show(w));
     }
     s
 }
