@@ -26,6 +26,7 @@ default_etcd() {
 }
 ETCD=${ETCD:-$(default_etcd)}
 WORK=${WORK:-$(mktemp -d /tmp/ferrobench-watch-lease.XXXXXX)}
+mkdir -p "$WORK"
 REPS=${REPS:-1}
 RUNS=${RUNS:-"watch-latency --put-total 1000 --put-rate 100 --streams 10 --watchers-per-stream 10
 watch-latency --put-total 50 --put-rate 5 --streams 100 --watchers-per-stream 100 --conns 10

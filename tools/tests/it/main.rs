@@ -8,6 +8,10 @@
 //! - scenario modules: `kv_compare`, `txn_compare`, `errors`, `defaults`,
 //!   `lifecycle` (restart/stop), and `selfcheck` (etcd vs etcd, validates
 //!   the masking).
+//! - `watchck` (+ `watchck.py`): the watch-guarantee checker over random
+//!   histories with reconnects and compactions (python grpcio watchers);
+//!   `leader_change` (+ `require_leader.py`): lease TTL across leader
+//!   changes and require-leader watches on 3 members.
 //!
 //! `FERROCD_IT_SUBJECT=etcd cargo nextest run -p tools --test it` runs every
 //! comparison etcd-vs-etcd (harness validation without ferrocd).
