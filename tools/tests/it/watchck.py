@@ -108,6 +108,10 @@ WATCHERS = [
     dict(key=b"\0", end=b"\0", prev_kv=True, progress=True, fragment=True),
     dict(key=b"w/", end=b"w0", prev_kv=False, progress=False, filters=[1]),  # NODELETE
     dict(key=b"w/e", end=b"\0", prev_kv=False, progress=True, filters=[0]),  # NOPUT
+    # Three watches on one stream, with client-chosen IDs.
+    dict(key=b"w/a", end=b"w/d", prev_kv=True, progress=True, stream="shared"),
+    dict(key=b"x/", end=b"x0", prev_kv=False, progress=True, stream="shared"),
+    dict(key=b"w/", end=b"w0", prev_kv=True, progress=False, filters=[0], stream="shared"),
 ]
 
 
@@ -218,84 +222,19 @@ class Watcher:
         self.bookmark = 0
         self.last_event = 0
         self.error = None
+        # Watches that share this one's stream (run by this watcher).
+        self.partners = []
 
-    def create(self, start):
+    def create(self, start, watch_id):
         s = self.spec
         return WatchRequest(create_request=dict(
             key=s["key"], range_end=s["end"], start_revision=start,
             prev_kv=s.get("prev_kv", False), progress_notify=s.get("progress", False),
-            filters=s.get("filters", []), fragment=s.get("fragment", False)))
+            filters=s.get("filters", []), fragment=s.get("fragment", False),
+            watch_id=watch_id))
 
-    def session(self, channel, start, until_rev=None, max_secs=None):
-        """One stream from `start`; returns when dropped (at a random
-        moment, or once `until_rev` was seen) or canceled by the server."""
-        reqs = queue.Queue()
-        reqs.put(self.create(start))
-
-        def gen():
-            while True:
-                r = reqs.get()
-                if r is None:
-                    return
-                yield r
-
-        call = channel.stream_stream(
-            "/etcdserverpb.Watch/Watch",
-            request_serializer=WatchRequest.SerializeToString,
-            response_deserializer=WatchResponse.FromString)(gen())
-        # Compactions done before the create was sent: a start below them
-        # must be canceled.
-        rec = dict(start=start, compacted_before=self.writer.last_compact, responses=[],
-                   progress_requests=0, end="")
-        self.sessions.append(rec)
-        if max_secs is None:
-            max_secs = self.rng.choice([0.05, 0.2, 0.5, 1.0, 2.0])
-        timer = threading.Timer(max_secs, call.cancel)
-        timer.start()
-        # Ask for progress now and then (answered with watch_id -1).
-        def ask():
-            while not done.is_set():
-                time.sleep(self.rng.uniform(0.05, 0.4))
-                if done.is_set():
-                    break
-                rec["progress_requests"] += 1
-                reqs.put(WatchRequest(progress_request={}))
-        done = threading.Event()
-        asker = threading.Thread(target=ask, daemon=True)
-        asker.start()
-        try:
-            for resp in call:
-                rec["responses"].append(dict(
-                    compact_hi=self.writer.compact_hi,
-                    rev=resp.header.revision, watch_id=resp.watch_id,
-                    created=resp.created, canceled=resp.canceled,
-                    compact_revision=resp.compact_revision,
-                    cancel_reason=resp.cancel_reason, fragment=resp.fragment,
-                    events=[[e.type, kv_json(e.kv),
-                             kv_json(e.prev_kv) if e.HasField("prev_kv") else None]
-                            for e in resp.events]))
-                if resp.fragment:
-                    # Only a whole (reassembled) response counts as seen.
-                    pass
-                elif resp.events:
-                    self.last_event = resp.events[-1].kv.mod_revision
-                elif not resp.created and not resp.canceled and not resp.fragment:
-                    self.bookmark = max(self.bookmark, resp.header.revision)
-                if resp.canceled:
-                    rec["end"] = "canceled"
-                    break
-                if until_rev is not None and (
-                        self.last_event >= until_rev or self.bookmark >= until_rev):
-                    rec["end"] = "done"
-                    break
-        except grpc.RpcError as e:
-            rec["end"] = "dropped: %s" % e.code()
-        finally:
-            done.set()
-            timer.cancel()
-            call.cancel()
-            reqs.put(None)
-        return rec
+    def reached(self, rev):
+        return self.last_event >= rev or self.bookmark >= rev
 
     def resume_point(self):
         nxt = self.last_event + 1
@@ -303,20 +242,26 @@ class Watcher:
             nxt = max(nxt, self.bookmark + 1)
         return max(nxt, self.next_rev)
 
+    def after_cancel(self, rec):
+        c = rec["responses"][-1]["compact_revision"]
+        if not c:
+            raise RuntimeError("canceled: %r" % rec["responses"][-1])
+        # Events before the compaction are gone: go on from the compact
+        # revision, as clients do.
+        self.next_rev = c
+        self.last_event = max(self.last_event, c - 1)
+
+    def group(self):
+        return [self] + self.partners
+
     def run(self):
         try:
             channel = grpc.insecure_channel(self.endpoint)
             while not self.stop.is_set():
-                rec = self.session(channel, self.resume_point())
-                if rec["end"] == "canceled":
-                    c = rec["responses"][-1]["compact_revision"]
-                    if c:
-                        # Events before the compaction are gone: go on
-                        # from the compact revision, as clients do.
-                        self.next_rev = c
-                        self.last_event = max(self.last_event, c - 1)
-                    else:
-                        raise RuntimeError("canceled: %r" % rec["responses"][-1])
+                recs = stream_session(self.group(), channel, self.rng)
+                for m, rec in zip(self.group(), recs):
+                    if rec["end"] == "canceled":
+                        m.after_cancel(rec)
                 if self.rng.random() < 0.3:
                     # Stay away a while: compactions may pass the resume
                     # point (then the watch is canceled).
@@ -326,27 +271,136 @@ class Watcher:
                     channel = grpc.insecure_channel(self.endpoint)
             self.channel = channel
         except Exception as e:  # reported, the checker fails the test
-            self.error = repr(e)
+            for m in self.group():
+                m.error = repr(e)
 
     def finish(self, final_rev):
-        """Runs until the final revision was seen (bounded)."""
+        """Runs until every watch of the stream saw the final revision."""
         try:
             deadline = time.time() + 30
             channel = getattr(self, "channel", None) or grpc.insecure_channel(self.endpoint)
             while time.time() < deadline:
-                rec = self.session(channel, self.resume_point(), until_rev=final_rev,
-                                   max_secs=5.0)
-                if rec["end"] == "done":
+                if all(m.reached(final_rev) for m in self.group()):
                     return
-                if rec["end"] == "canceled":
-                    c = rec["responses"][-1]["compact_revision"]
-                    if not c:
-                        raise RuntimeError("canceled: %r" % rec["responses"][-1])
-                    self.next_rev = c
-                    self.last_event = max(self.last_event, c - 1)
+                recs = stream_session(self.group(), channel, self.rng, until_rev=final_rev,
+                                      max_secs=5.0)
+                for m, rec in zip(self.group(), recs):
+                    if rec["end"] == "canceled":
+                        m.after_cancel(rec)
             raise RuntimeError("never saw the final revision %d" % final_rev)
         except Exception as e:
-            self.error = self.error or repr(e)
+            for m in self.group():
+                m.error = m.error or repr(e)
+
+
+def stream_session(members, channel, rng, until_rev=None, max_secs=None):
+    """One Watch stream carrying one watch per member, each from its resume
+    point. A single watch gets a server-chosen ID, several get client-chosen
+    ones. Returns one record per member when the stream is dropped (at a
+    random moment, or once every member saw `until_rev`) or a member's
+    watch is canceled by the server (then the whole stream is dropped and
+    resumed)."""
+    reqs = queue.Queue()
+    multi = len(members) > 1
+    ids = [100 + 7 * i if multi else 0 for i in range(len(members))]
+    recs = []
+    for m, wid in zip(members, ids):
+        start = m.resume_point()
+        # Compactions done before the create was sent: a start below them
+        # must be canceled.
+        rec = dict(start=start, compacted_before=m.writer.last_compact, responses=[],
+                   end="", created=False)
+        m.sessions.append(rec)
+        recs.append(rec)
+        reqs.put(m.create(start, wid))
+
+    def gen():
+        while True:
+            r = reqs.get()
+            if r is None:
+                return
+            yield r
+
+    call = channel.stream_stream(
+        "/etcdserverpb.Watch/Watch",
+        request_serializer=WatchRequest.SerializeToString,
+        response_deserializer=WatchResponse.FromString)(gen())
+    if max_secs is None:
+        max_secs = rng.choice([0.05, 0.2, 0.5, 1.0, 2.0])
+    timer = threading.Timer(max_secs, call.cancel)
+    timer.start()
+    done = threading.Event()
+    ask_rng = random.Random(rng.random())
+
+    def ask():
+        # Ask for progress now and then (answered with watch_id -1).
+        while not done.is_set():
+            time.sleep(ask_rng.uniform(0.05, 0.4))
+            if done.is_set():
+                break
+            reqs.put(WatchRequest(progress_request={}))
+
+    threading.Thread(target=ask, daemon=True).start()
+    # Server-chosen IDs: the created responses arrive in create order.
+    by_id = {}
+    pending = list(range(len(members)))
+    try:
+        for resp in call:
+            if resp.created:
+                i = ids.index(resp.watch_id) if multi and resp.watch_id in ids else pending[0]
+                if i in pending:
+                    pending.remove(i)
+                by_id[resp.watch_id] = i
+                targets = [i]
+            elif resp.watch_id == -1:
+                targets = [i for i, r in enumerate(recs) if r["created"]]
+            else:
+                targets = [by_id.get(resp.watch_id, -1)]
+            entry = dict(
+                compact_hi=members[0].writer.compact_hi,
+                rev=resp.header.revision, watch_id=resp.watch_id,
+                created=resp.created, canceled=resp.canceled,
+                compact_revision=resp.compact_revision,
+                cancel_reason=resp.cancel_reason, fragment=resp.fragment,
+                events=[[e.type, kv_json(e.kv),
+                         kv_json(e.prev_kv) if e.HasField("prev_kv") else None]
+                        for e in resp.events])
+            canceled = False
+            for i in targets:
+                if i < 0:
+                    # A response for no watch of this stream: recorded for
+                    # every member, the checker rejects it.
+                    for r in recs:
+                        r["responses"].append(entry)
+                    continue
+                m, rec = members[i], recs[i]
+                rec["created"] = True
+                rec["responses"].append(entry)
+                if resp.fragment:
+                    # Only a whole (reassembled) response counts as seen.
+                    pass
+                elif resp.events:
+                    m.last_event = resp.events[-1].kv.mod_revision
+                elif not resp.created and not resp.canceled:
+                    m.bookmark = max(m.bookmark, resp.header.revision)
+                if resp.canceled:
+                    rec["end"] = "canceled"
+                    canceled = True
+            if canceled:
+                break
+            if until_rev is not None and all(m.reached(until_rev) for m in members):
+                for r in recs:
+                    r["end"] = r["end"] or "done"
+                break
+    except grpc.RpcError as e:
+        for r in recs:
+            r["end"] = r["end"] or "dropped: %s" % e.code()
+    finally:
+        done.set()
+        timer.cancel()
+        call.cancel()
+        reqs.put(None)
+    return recs
 
 
 def main():
@@ -364,7 +418,15 @@ def main():
     stop = threading.Event()
     watchers = [Watcher(i, s, endpoint, random.Random(seed * 100 + i), stop, w)
                 for i, s in enumerate(WATCHERS)]
-    threads = [threading.Thread(target=x.run) for x in watchers]
+    leaders = []
+    for x in watchers:
+        lead = next((l for l in leaders if x.spec.get("stream") and
+                     l.spec.get("stream") == x.spec.get("stream")), None)
+        if lead is None:
+            leaders.append(x)
+        else:
+            lead.partners.append(x)
+    threads = [threading.Thread(target=x.run) for x in leaders]
     for t in threads:
         t.start()
     t0 = time.time()
@@ -385,7 +447,7 @@ def main():
     stop.set()
     for t in threads:
         t.join()
-    fins = [threading.Thread(target=x.finish, args=(final_rev,)) for x in watchers]
+    fins = [threading.Thread(target=x.finish, args=(final_rev,)) for x in leaders]
     for t in fins:
         t.start()
     for t in fins:
@@ -397,7 +459,7 @@ def main():
     log.append(dict(op="compact", rev=probe_rev))
     w.last_compact = w.compact_hi = probe_rev
     probe = Watcher(len(WATCHERS), dict(key=b"w/", end=b"w0"), endpoint, rng, stop, w)
-    probe.session(channel, 1, max_secs=10.0)
+    stream_session([probe], channel, rng, max_secs=10.0)
     final = w.kv.Range(rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0"))
     out = dict(
         seed=seed,

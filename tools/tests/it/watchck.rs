@@ -5,7 +5,9 @@
 //!
 //! `watchck.py` (python grpcio with the etcd stubs of the `etcd3` package)
 //! drives the server and logs what the writer did and everything every
-//! watch stream received. This module:
+//! watch received (six watches on streams of their own, three sharing one
+//! stream with client-chosen IDs; `watch_id -1` progress answers go to
+//! every watch of the stream). This module:
 //! * **models** the store from the writer log alone (puts, deletes, txns in
 //!   op order, compactions), checking each answered revision against the
 //!   model and the final key space against a final range read: that is the
@@ -769,6 +771,13 @@ mod checker_tests {
             check(&watcher(vec![session(2, first), session(5, second)])),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn events_of_another_watch_on_the_stream_fail() {
+        let mut g = good();
+        g[4].watch_id = 7;
+        assert_fails(watcher(vec![session(2, g)]), "response for watch 7");
     }
 
     #[test]
