@@ -141,6 +141,7 @@ pub fn run(args: &Args) -> Result<Report, RunError> {
     // first request.
     let _ = plan.start.set(start);
     plan.go.wait();
+    let progress = Progress::start(plan.next.clone(), args.command.total());
 
     let mut rec = Recorder::new();
     let mut last_done = None::<Instant>;
@@ -160,6 +161,7 @@ pub fn run(args: &Args) -> Result<Report, RunError> {
         }
     }
     let cpu_after = read_cpu(&g.server_pids);
+    drop(progress);
     if let Some(e) = first_err {
         return Err(e);
     }
@@ -179,6 +181,56 @@ pub fn run(args: &Args) -> Result<Report, RunError> {
         },
         rate: g.rate,
     })
+}
+
+/// A progress line on stderr (only when stderr is a terminal, so scripts
+/// and `--json` pipelines see nothing): requests started so far, once a
+/// second, erased when the run ends.
+struct Progress {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(next: Arc<AtomicU64>, total: u64) -> Progress {
+        use std::io::IsTerminal;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::io::stderr().is_terminal().then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                let mut shown = false;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if t0.elapsed() < Duration::from_secs(1) {
+                        continue;
+                    }
+                    let n = next.load(Ordering::Relaxed).min(total);
+                    let width = 40u64;
+                    let filled = (n * width).checked_div(total).unwrap_or(width);
+                    eprint!(
+                        "\r [{}{}] {n}/{total}",
+                        "#".repeat(filled as usize),
+                        ".".repeat((width - filled) as usize)
+                    );
+                    shown = true;
+                }
+                if shown {
+                    eprint!("\r{}\r", " ".repeat(70));
+                }
+            })
+        });
+        Progress { stop, thread }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 pub(crate) fn read_cpu(server_pids: &[u32]) -> CpuUse {
