@@ -19,6 +19,7 @@
 //! memory and the WAL; only the next checkpoint waits (the WAL holds the
 //! writes meanwhile).
 
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,8 +31,23 @@ enum Job {
     Checkpoint {
         cp: Checkpoint,
         applied: AppliedState,
+        /// Also copy the file as of this commit to here (a Raft snapshot
+        /// image for followers; module `node::snapshot`).
+        image: Option<PathBuf>,
     },
     Defrag(futures_channel::oneshot::Sender<Result<DefragReport, String>>),
+    /// Let go of the file (None: a Raft snapshot is about to replace it)
+    /// or take the new one; acknowledged once every earlier job is done.
+    Replace(Option<Arc<Db>>, futures_channel::oneshot::Sender<()>),
+}
+
+/// A durable checkpoint.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub applied: AppliedState,
+    /// The image asked for with the checkpoint: its path and size, or why
+    /// it could not be made (the checkpoint itself is durable either way).
+    pub image: Option<Result<(PathBuf, u64), String>>,
 }
 
 /// What one online defrag did.
@@ -81,7 +97,7 @@ impl Default for CheckpointConfig {
 
 pub(crate) struct Checkpointer {
     jobs: mpsc::Sender<Job>,
-    done: async_channel::Receiver<Result<AppliedState, String>>,
+    done: async_channel::Receiver<Result<Done, String>>,
     in_flight: bool,
     /// Applied index of the last checkpoint submitted.
     last_index: u64,
@@ -100,17 +116,35 @@ impl Checkpointer {
         std::thread::Builder::new()
             .name("ferrocd-backend".into())
             .spawn(move || {
+                let mut db = Some(db);
+                const REPLACED: &str = "a Raft snapshot is replacing the backend file";
                 while let Ok(job) = rx.recv() {
                     match job {
-                        Job::Checkpoint { cp, applied } => {
-                            let r = engine::mvcc::save(&db, &cp, applied)
-                                .map(|()| applied)
-                                .map_err(|e| e.to_string());
+                        Job::Checkpoint { cp, applied, image } => {
+                            let r = match &db {
+                                Some(db) => engine::mvcc::save(db, &cp, applied)
+                                    .map(|()| Done {
+                                        applied,
+                                        // This thread is the writer: the
+                                        // last commit is the one just made.
+                                        image: image.map(|p| copy_image(db, p)),
+                                    })
+                                    .map_err(|e| e.to_string()),
+                                None => Err(REPLACED.to_string()),
+                            };
                             if done_tx.send_blocking(r).is_err() {
                                 return;
                             }
                         }
+                        Job::Replace(new, ack) => {
+                            db = new;
+                            let _ = ack.send(());
+                        }
                         Job::Defrag(reply) => {
+                            let Some(db) = &db else {
+                                let _ = reply.send(Err(format!("defragment: {REPLACED}")));
+                                continue;
+                            };
                             let start = Instant::now();
                             let r = db
                                 .defrag_online()
@@ -150,9 +184,31 @@ impl Checkpointer {
         }
     }
 
-    pub(crate) fn submit(&mut self, cp: Checkpoint, applied: AppliedState) -> Result<(), String> {
+    /// Lets go of the B-tree file (None) or takes a new one, after every
+    /// job queued before (a defrag in progress included) is done.
+    pub(crate) async fn replace_db(&self, db: Option<Arc<Db>>) -> Result<(), String> {
+        let (tx, rx) = futures_channel::oneshot::channel();
         self.jobs
-            .send(Job::Checkpoint { cp, applied })
+            .send(Job::Replace(db, tx))
+            .map_err(|_| "backend thread is gone".to_string())?;
+        rx.await.map_err(|_| "backend thread is gone".to_string())
+    }
+
+    /// The file now holds everything up to `index` (a Raft snapshot was
+    /// installed).
+    pub(crate) fn reset(&mut self, index: u64) {
+        self.last_index = index;
+        self.last_time = Instant::now();
+    }
+
+    pub(crate) fn submit(
+        &mut self,
+        cp: Checkpoint,
+        applied: AppliedState,
+        image: Option<PathBuf>,
+    ) -> Result<(), String> {
+        self.jobs
+            .send(Job::Checkpoint { cp, applied, image })
             .map_err(|_| "backend thread is gone".to_string())?;
         self.in_flight = true;
         self.last_index = applied.index;
@@ -165,7 +221,7 @@ impl Checkpointer {
     }
 
     /// Resolves when the checkpoint in flight is durable (or failed).
-    pub(crate) async fn finished(&mut self) -> Result<AppliedState, String> {
+    pub(crate) async fn finished(&mut self) -> Result<Done, String> {
         let r = self
             .done
             .recv()
@@ -174,4 +230,14 @@ impl Checkpointer {
         self.in_flight = false;
         r
     }
+}
+
+/// Copies the file's last commit, densely packed, to `path` (replacing a
+/// leftover) and returns its size.
+fn copy_image(db: &Db, path: PathBuf) -> Result<(PathBuf, u64), String> {
+    let _ = std::fs::remove_file(&path);
+    let r = db
+        .compact_into(&path)
+        .map_err(|e| format!("cannot copy the backend to {}: {e}", path.display()))?;
+    Ok((path, r.compacted_file_size))
 }

@@ -16,7 +16,7 @@ pub mod wal_log;
 pub use checkpoint::{CheckpointConfig, DefragReport};
 pub use log_store::{LogError, LogStore, MemLog};
 pub use node::{
-    Applied, Error, Header, LeaseGrant, MemberInfo, Node, NodeConfig, PeerDirectory, RaftLoop,
-    RaftStatus, Recovered,
+    open_backend, Applied, Error, Header, ImageReader, IncomingSnapshot, LeaseGrant, MemberInfo,
+    Node, NodeConfig, OutgoingSnapshot, PeerDirectory, RaftLoop, RaftStatus, Recovered, SnapStats,
 };
 pub use wal_log::{RecoveredLog, WalLog, WalMetadata};

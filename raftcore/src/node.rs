@@ -27,7 +27,7 @@ use engine::mvcc::{
 use futures_channel::oneshot;
 use futures_lite::future;
 use glommio::timer::sleep;
-use raft::eraftpb::{ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
 use raft::prelude::ReadState;
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
@@ -35,8 +35,9 @@ use raft::{RawNode, StateRole};
 mod defrag;
 mod lease;
 mod members;
+mod snapshot;
 
-use crate::checkpoint::{CheckpointConfig, Checkpointer};
+use crate::checkpoint::{CheckpointConfig, Checkpointer, Done};
 use crate::log_store::{LogError, LogStore};
 use crate::proposal::{DecodeError, Proposal, Request};
 use engine::btree::Db;
@@ -46,6 +47,8 @@ pub use members::PeerDirectory;
 
 pub use crate::membership::MemberInfo;
 use crate::membership::{MemberChange, MemberError, Membership};
+use snapshot::SnapStorage;
+pub use snapshot::{open_backend, ImageReader, IncomingSnapshot, OutgoingSnapshot, SnapStats};
 
 /// Errors of the consensus and apply layer; `net` maps each to etcd's
 /// gRPC status.
@@ -130,6 +133,13 @@ pub struct NodeConfig {
     /// `--strict-reconfig-check`: refuse membership changes that could
     /// lose quorum (etcd's default: on).
     pub strict_reconfig_check: bool,
+    /// `--snapshot-count`: applied entries between two compactions of the
+    /// in-memory Raft log (etcd: 100000).
+    pub snapshot_count: u64,
+    /// `--experimental-snapshot-catchup-entries`: entries kept behind a
+    /// compaction for members that lag (etcd: 5000); a member further
+    /// behind gets a snapshot.
+    pub snapshot_catchup_entries: u64,
 }
 
 impl NodeConfig {
@@ -154,6 +164,8 @@ impl NodeConfig {
             client_urls: Vec::new(),
             lease_checkpoint_interval: engine::lease::DEFAULT_CHECKPOINT_INTERVAL,
             strict_reconfig_check: true,
+            snapshot_count: 100_000,
+            snapshot_catchup_entries: 5000,
         }
     }
 }
@@ -191,14 +203,10 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 /// How long a ReadIndex request may go unanswered before it is asked again.
 const READ_RETRY: Duration = Duration::from_millis(500);
 
-/// Raft entries kept behind a checkpoint for members that lag (etcd's
-/// `--experimental-snapshot-catchup-entries` default).
-const CATCHUP_ENTRIES: u64 = 5000;
-
 /// What woke the idle Raft loop.
 enum Wake {
     Cmd(Result<Cmd, async_channel::RecvError>),
-    Checkpointed(Result<AppliedState, String>),
+    Checkpointed(Result<Done, String>),
     Tick,
 }
 
@@ -225,6 +233,11 @@ enum Cmd {
         change: MemberChange,
         done: Reply<Applied>,
     },
+    /// The transport delivered a snapshot to `to` (or failed to).
+    SnapshotStatus {
+        to: u64,
+        ok: bool,
+    },
 }
 
 /// State shared by the handle and the loop.
@@ -243,10 +256,16 @@ struct Shared {
     /// A leader is known, it has committed an entry of its term, and this
     /// member has applied everything committed: safe to serve.
     serving: AtomicBool,
-    /// The B-tree file, for its size (Status.dbSize / dbSizeInUse).
-    db: Option<Arc<Db>>,
+    /// The B-tree file, for its size (Status.dbSize / dbSizeInUse);
+    /// replaced when a snapshot is installed.
+    db: RwLock<Option<Arc<Db>>>,
     /// Queues online defrags on the checkpoint thread (module `defrag`).
     defrag: Option<crate::checkpoint::Defragmenter>,
+    /// The directory of the B-tree file, where snapshot images live.
+    snap_dir: Option<std::path::PathBuf>,
+    /// Snapshots received and sent, by peer (etcd's
+    /// `etcd_network_snapshot_{receive,send}_success`).
+    snap_stats: std::sync::Mutex<snapshot::SnapStats>,
     /// Set once the log failed to persist: writes are refused from then on.
     poisoned: std::sync::Mutex<Option<String>>,
     /// The member list as of `applied` (crate::membership).
@@ -294,6 +313,8 @@ pub struct Node {
     /// Encoded Raft messages for peers, `(to, message)`; taken once by the
     /// peer transport (in `net`).
     outbound: std::sync::Mutex<Option<async_channel::Receiver<(u64, Vec<u8>)>>>,
+    /// Snapshots for peers (module `snapshot`); taken once by the transport.
+    snap_outbound: std::sync::Mutex<Option<async_channel::Receiver<OutgoingSnapshot>>>,
     /// Server-chosen lease IDs.
     lease_ids: lease::LeaseIds,
 }
@@ -402,7 +423,7 @@ impl Node {
             st.set_hardstate(hs);
         }
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&raft_cfg, storage, &logger)?;
+        let raw = RawNode::new(&raft_cfg, SnapStorage::new(storage), &logger)?;
         let watch = Arc::new(engine::watch::Hub::new(Default::default()));
         watch.publish(store.current_revision(), Vec::new());
         let directory = Arc::new(PeerDirectory::default());
@@ -432,8 +453,13 @@ impl Node {
             last_index: AtomicU64::new(0),
             sole_leader: AtomicBool::new(false),
             serving: AtomicBool::new(false),
-            db: backend.as_ref().map(|(db, _)| db.clone()),
+            db: RwLock::new(backend.as_ref().map(|(db, _)| db.clone())),
             defrag: checkpointer.as_ref().map(Checkpointer::defragmenter),
+            snap_dir: backend
+                .as_ref()
+                .and_then(|(db, _)| db.path())
+                .and_then(|p| p.parent().map(|d| d.to_path_buf())),
+            snap_stats: Default::default(),
             poisoned: std::sync::Mutex::new(None),
             learner: AtomicBool::new(learner),
             members: RwLock::new(membership),
@@ -444,10 +470,12 @@ impl Node {
         });
         let (tx, rx) = async_channel::unbounded();
         let (out_tx, out_rx) = async_channel::unbounded();
+        let (snap_tx, snap_rx) = async_channel::unbounded();
         let node = Arc::new(Node {
             shared: shared.clone(),
             tx,
             outbound: std::sync::Mutex::new(Some(out_rx)),
+            snap_outbound: std::sync::Mutex::new(Some(snap_rx)),
             lease_ids,
         });
         let lp = RaftLoop {
@@ -467,6 +495,10 @@ impl Node {
             published_at: None,
             published: false,
             removed_at: None,
+            snap_outbound: snap_tx,
+            snap_failures: Vec::new(),
+            image_meta: None,
+            last_compact: applied.index,
         };
         Ok((node, lp))
     }
@@ -550,7 +582,8 @@ impl Node {
 
     /// `(file size, bytes in use)` of the backend file, if there is one.
     pub fn backend_size(&self) -> Option<(u64, u64)> {
-        let st = self.shared.db.as_ref()?.stats().ok()?;
+        let db = self.shared.db.read().ok()?.clone()?;
+        let st = db.stats().ok()?;
         Some((st.file_size, st.in_use_bytes))
     }
 
@@ -773,7 +806,7 @@ fn apply_request(
 
 /// The Raft ready loop. Run it with [`RaftLoop::run`] on one executor.
 pub struct RaftLoop {
-    raw: RawNode<MemStorage>,
+    raw: RawNode<SnapStorage>,
     rx: async_channel::Receiver<Cmd>,
     /// Messages for peers, drained by the transport.
     outbound: async_channel::Sender<(u64, Vec<u8>)>,
@@ -805,6 +838,16 @@ pub struct RaftLoop {
     published: bool,
     /// When this member learnt it was removed (module `members`).
     removed_at: Option<Instant>,
+    /// Snapshots for the transport (module `snapshot`).
+    snap_outbound: async_channel::Sender<OutgoingSnapshot>,
+    /// Members whose snapshot could not be handed to the transport; raft
+    /// hears of it after the current Ready.
+    snap_failures: Vec<u64>,
+    /// The Raft configuration as of the checkpoint in flight that makes
+    /// an image, for the snapshot's metadata.
+    image_meta: Option<ConfState>,
+    /// Applied index of the last compaction of the in-memory log.
+    last_compact: u64,
 }
 
 /// The state a node starts from besides its Raft log.
@@ -881,6 +924,9 @@ impl RaftLoop {
             while let Ok(cmd) = self.rx.try_recv() {
                 self.handle(cmd);
             }
+            for to in std::mem::take(&mut self.snap_failures) {
+                self.raw.report_snapshot(to, raft::SnapshotStatus::Failure);
+            }
             self.retry_unproposed();
             self.reissue_stale_reads();
             if !self.pending_reads.is_empty() && self.shared.leader.load(Ordering::Acquire) != 0 {
@@ -931,7 +977,7 @@ impl RaftLoop {
                 Cmd::Read { done } => {
                     let _ = done.send(Ok(()));
                 }
-                Cmd::Step(_) => {}
+                Cmd::Step(_) | Cmd::SnapshotStatus { .. } => {}
                 Cmd::TransferLeader { done, .. } => {
                     let _ = done.send(Err(err()));
                 }
@@ -946,14 +992,20 @@ impl RaftLoop {
     /// Starts a background checkpoint when one is due.
     fn maybe_checkpoint(&mut self) -> Result<(), Error> {
         let applied = self.shared.applied.load(Ordering::Acquire);
-        let Some(c) = self.checkpointer.as_mut() else {
-            return Ok(());
+        let due = match self.checkpointer.as_ref() {
+            Some(c) if !c.in_flight() => c.due(applied),
+            _ => return Ok(()),
         };
-        if !c.due(applied) {
+        // An image for a follower that needs a snapshot rides on the next
+        // checkpoint, due or not (module `snapshot`).
+        let image = self.image_wanted();
+        if !due && !image {
             return Ok(());
         }
         let term = self.raw.raft.raft_log.term(applied).unwrap_or(0);
-        // Keys and leases as of the same applied index, for one commit.
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        // Keys, leases and the configuration as of the same applied index,
+        // for one commit.
         let cp = {
             let mut store = self.shared.store.write().map_err(|_| Error::Stopped)?;
             let mut cp = store.take_checkpoint();
@@ -973,39 +1025,49 @@ impl RaftLoop {
             );
             cp
         };
+        let image_path = match (&self.shared.snap_dir, image) {
+            (Some(dir), true) => {
+                self.image_meta = Some(conf);
+                Some(snapshot::outgoing_path(dir, applied))
+            }
+            _ => None,
+        };
+        let Some(c) = self.checkpointer.as_mut() else {
+            return Ok(());
+        };
         c.submit(
             cp,
             AppliedState {
                 index: applied,
                 term,
             },
+            image_path,
         )
         .map_err(Error::Backend)
     }
 
     /// A checkpoint is durable: note it in the log and drop the Raft
     /// entries it covers from memory.
-    async fn on_checkpointed<L: LogStore>(
-        &mut self,
-        log: &mut L,
-        st: AppliedState,
-    ) -> Result<(), Error> {
+    async fn on_checkpointed<L: LogStore>(&mut self, log: &mut L, done: Done) -> Result<(), Error> {
+        let st = done.applied;
         log.checkpoint(st.index, st.term).await?;
-        // Keep what a lagging member may still need (we cannot send Raft
-        // snapshots yet): etcd's snapshot-catchup-entries behind the
-        // checkpoint, and, on the leader, everything a follower has not
-        // acknowledged. Keep the entry at the index itself: raft needs its
-        // term.
-        let mut upto = if self.raw.raft.prs().conf().voters().ids().len() > 1 {
-            st.index.saturating_sub(CATCHUP_ENTRIES)
-        } else {
+        self.on_image(st, done.image);
+        // Compact the in-memory log as etcd does: every --snapshot-count
+        // applied entries, keeping --experimental-snapshot-catchup-entries
+        // for members that lag (further behind, they get a snapshot). A
+        // sole voter has no one to keep entries for. Keep the entry at the
+        // index itself: raft needs its term.
+        let conf = self.raw.raft.prs().conf();
+        let alone = conf.voters().ids().len() == 1 && conf.learners().is_empty();
+        let upto = if alone {
             st.index
+        } else if st.index >= self.last_compact + self.shared.cfg.snapshot_count {
+            st.index
+                .saturating_sub(self.shared.cfg.snapshot_catchup_entries)
+        } else {
+            return Ok(());
         };
-        if self.raw.raft.state == StateRole::Leader {
-            for (_, pr) in self.raw.raft.prs().iter() {
-                upto = upto.min(pr.matched);
-            }
-        }
+        self.last_compact = st.index;
         let first = raft::Storage::first_index(self.raw.store())?;
         if upto > first {
             self.raw.mut_store().wl().compact(upto)?;
@@ -1046,6 +1108,14 @@ impl RaftLoop {
                 // A message from a member we do not know, or a stale one:
                 // raft drops or answers it; an error is not ours to report.
                 let _ = self.raw.step(*m);
+            }
+            Cmd::SnapshotStatus { to, ok } => {
+                let status = if ok {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
             }
         }
     }
@@ -1183,14 +1253,10 @@ impl RaftLoop {
     async fn on_ready<L: LogStore>(&mut self, log: &mut L) -> Result<(), Error> {
         let mut ready = self.raw.ready();
         if !ready.snapshot().is_empty() {
-            // A leader that compacted the entries we miss sends its state
-            // instead. Applying an empty snapshot would silently lose data,
-            // so stop loudly until snapshot transfer exists (issue #4).
-            return Err(Error::Backend(format!(
-                "the leader sent a Raft snapshot at index {}; installing snapshots is not \
-                 supported yet: restore this member from a fresh data dir",
-                ready.snapshot().get_metadata().index
-            )));
+            // A leader that compacted the entries we miss sent its state
+            // instead (module `snapshot`).
+            let snap = ready.snapshot().clone();
+            self.install_snapshot(log, &snap).await?;
         }
         if ready.ss().is_some() || ready.hs().is_some() {
             // No proposals here: between `ready()` and `advance()` a
@@ -1236,6 +1302,10 @@ impl RaftLoop {
     /// down just misses them; raft retries by design).
     fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.send_snapshot(m);
+                continue;
+            }
             let to = m.to;
             if let Ok(b) = protobuf::Message::write_to_bytes(&m) {
                 let _ = self.outbound.try_send((to, b));
@@ -1327,10 +1397,16 @@ impl RaftLoop {
         for (w, r) in replies {
             let _ = w.send(r);
         }
+        self.release_reads(last);
+        Ok(())
+    }
+
+    /// Answers the reads waiting for apply to reach `applied`.
+    fn release_reads(&mut self, applied: u64) {
         while self
             .reads_after_apply
             .front()
-            .is_some_and(|(i, _)| *i <= last)
+            .is_some_and(|(i, _)| *i <= applied)
         {
             if let Some((_, batch)) = self.reads_after_apply.pop_front() {
                 for r in batch {
@@ -1338,7 +1414,6 @@ impl RaftLoop {
                 }
             }
         }
-        Ok(())
     }
 }
 

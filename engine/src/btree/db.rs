@@ -331,6 +331,11 @@ impl Db {
         self.inner().use_mmap
     }
 
+    /// The file this Db was opened from (None for the in-memory test disk).
+    pub fn path(&self) -> Option<PathBuf> {
+        self.inner().path.clone()
+    }
+
     /// True once a commit's I/O failed; the Db then refuses writes.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::SeqCst)

@@ -249,6 +249,16 @@ pub fn save(db: &Db, cp: &Checkpoint, applied: AppliedState) -> Result<(), Backe
     Ok(())
 }
 
+/// A value of the meta bucket as of the last commit (e.g. the applied
+/// index of a snapshot image, without rebuilding its key space).
+pub fn load_meta(db: &Db, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+    let rd = db.begin_read();
+    if !rd.buckets().iter().any(|b| b == META_BUCKET) {
+        return Ok(None);
+    }
+    Ok(rd.get(META_BUCKET, key.as_bytes())?)
+}
+
 /// Rebuilds the store from the last commit. A file without our buckets is a
 /// fresh store at applied index 0.
 pub fn load(db: &Db) -> Result<(Store, AppliedState), BackendError> {

@@ -53,7 +53,7 @@ mod txn;
 mod view;
 mod write;
 
-pub use backend::{load, save, AppliedState, BackendError, Checkpoint};
+pub use backend::{load, load_meta, save, AppliedState, BackendError, Checkpoint};
 pub use error::Error;
 pub use history::EventPage;
 pub use kv::{Event, EventKind, KeyValue};

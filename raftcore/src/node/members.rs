@@ -22,7 +22,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::ConfChange;
-use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 
 use super::{Applied, Cmd, Error, Node, RaftLoop, Reply, Shared};
@@ -238,7 +237,7 @@ impl RaftLoop {
 /// A refused change leaves the list and Raft untouched and fails its
 /// waiter with etcd's error; an accepted one answers with the new list.
 pub(super) fn apply_conf_entry(
-    raw: &mut RawNode<MemStorage>,
+    raw: &mut RawNode<super::snapshot::SnapStorage>,
     shared: &Shared,
     waiters: &mut HashMap<u64, Reply<Applied>>,
     replies: &mut Vec<(Reply<Applied>, Result<Applied, Error>)>,
