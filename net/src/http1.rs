@@ -202,5 +202,30 @@ fn metrics(node: &Node) -> String {
         "etcd_server_id \n",
         &format!("etcd_server_id{{server_id=\"{me:x}\"}} 1\n"),
     );
+    // Counters by peer, as etcd's rafthttp reports them.
+    let st = node.snapshot_stats();
+    for (name, help, label, by_peer) in [
+        (
+            "etcd_network_snapshot_receive_success",
+            "Total number of successful snapshot receives",
+            "From",
+            &st.received,
+        ),
+        (
+            "etcd_network_snapshot_send_success",
+            "Total number of successful snapshot sends",
+            "To",
+            &st.sent,
+        ),
+    ] {
+        // Like Prometheus's Go client: no family until a peer has a value.
+        if by_peer.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for (peer, n) in by_peer {
+            out.push_str(&format!("{name}{{{label}=\"{peer:x}\"}} {n}\n"));
+        }
+    }
     out
 }

@@ -10,6 +10,9 @@
 //! The wire format is ours (members of one cluster are all ferrocd): the
 //! service `ferrocd.raft.Raft`, method `Send`, request `RaftBatch { repeated
 //! bytes msgs = 1 }` (each a raft-rs `eraftpb.Message`), response empty.
+//! Snapshots travel on their own calls and connections (`snapshot`).
+
+mod snapshot;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -38,6 +41,7 @@ pub struct RaftAck {}
 
 /// Registers the receiving side on the peer port's router.
 pub fn register(router: &mut Router, node: Arc<Node>) {
+    snapshot::register(router, node.clone());
     let node = Rc::new(node);
     router.add(
         SEND_PATH,
@@ -64,6 +68,12 @@ pub async fn run_transport(node: Arc<Node>, peers: HashMap<u64, String>) {
         return;
     };
     let dir = node.peer_directory();
+    glommio::spawn_local(snapshot::run_snapshots(
+        Arc::downgrade(&node),
+        dir.clone(),
+        peers.clone(),
+    ))
+    .detach();
     drop(node);
     // Per peer: its endpoint and its sender task's queue (dropping the
     // queue ends the task).

@@ -317,11 +317,12 @@ fn run(cfg: &Config) -> Result<(), String> {
     // The B-tree file, as etcd's bbolt file: <data-dir>/member/snap/db.
     let snap_dir = Path::new(&cfg.data_dir).join("member").join("snap");
     std::fs::create_dir_all(&snap_dir).map_err(|e| format!("cannot create {snap_dir:?}: {e}"))?;
+    let (meta, log, members) = open_or_bootstrap(cfg, &wal_dir)?;
     let t0 = std::time::Instant::now();
-    let db = engine::btree::Db::open(snap_dir.join("db"), engine::btree::Options::default())
+    // Finishes a Raft snapshot installation a crash interrupted (the WAL
+    // already starts after it) and removes leftover snapshot files.
+    let (db, store, applied) = raftcore::open_backend(&snap_dir, log.snapshot.map(|s| s.0))
         .map_err(|e| format!("cannot open backend {:?}: {e}", snap_dir.join("db")))?;
-    let (store, applied) =
-        engine::mvcc::load(&db).map_err(|e| format!("cannot load backend: {e}"))?;
     logging::info(
         "opened backend",
         &[
@@ -333,7 +334,6 @@ fn run(cfg: &Config) -> Result<(), String> {
     );
     let persisted_members = engine::members::load(&db)
         .map_err(|e| format!("cannot load the member list from the backend: {e}"))?;
-    let (meta, log, members) = open_or_bootstrap(cfg, &wal_dir)?;
     logging::info(
         "starting ferrocd",
         &[
@@ -360,6 +360,15 @@ fn run(cfg: &Config) -> Result<(), String> {
         Some(tools::flags::Value::Bool(false))
     );
     node_cfg.name = cfg.name.clone();
+    // etcd: 0 means the default for both.
+    if cfg.snapshot_count > 0 {
+        node_cfg.snapshot_count = cfg.snapshot_count;
+    }
+    if let Some(tools::flags::Value::Uint(n)) = cfg.flag("experimental-snapshot-catchup-entries") {
+        if *n > 0 {
+            node_cfg.snapshot_catchup_entries = *n;
+        }
+    }
     node_cfg.client_urls = cfg.advertise_client_urls.clone();
     node_cfg.heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
     node_cfg.election_ticks = usize::try_from(cfg.election_ticks()).unwrap_or(10);

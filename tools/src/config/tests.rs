@@ -653,7 +653,6 @@ fn config_file_keys_types_and_sections() {
             "cert-file",
             "client-cert-auth",
             "enable-pprof",
-            "experimental-snapshot-catchup-entries",
             "grpc-keepalive-timeout",
             "host-whitelist",
             "max-concurrent-streams",

@@ -310,7 +310,7 @@ pub static FLAGS: &[FlagSpec] = &[
     f("unsafe-no-fsync", Bool, "false", Some("'false'"), Unsafe, false,
         "Never fsync: fast, and loses data on a crash."),
     // ---------------------------------------------------------------- hidden
-    y(f("experimental-snapshot-catchup-entries", Uint64, "5000", Q, Hidden, false,
+    y(f("experimental-snapshot-catchup-entries", Uint64, "5000", Q, Hidden, true,
         "Entries kept after a raft log compaction for slow followers to catch up."),
         Yaml::Key("experimental-snapshot-catch-up-entries")),
     y(f("config-file", Str, "", Q, Hidden, true,
