@@ -18,7 +18,8 @@
 //! history. A violation prints the stuck point; histories are kept.
 //!
 //! Knobs: `FERROCD_LIN_SECONDS` (workload length, default 45; e.g. 600 for
-//! a long run), `FERROCD_LIN_SEED` (replays the nemesis schedule and the
+//! a long run), `FERROCD_IT_SUBJECT=etcd` (the same test against a real etcd
+//! 3.5.1 cluster), `FERROCD_LIN_SEED` (replays the nemesis schedule and the
 //! clients' choices; timing still differs), `FERROCD_IT_KEEP_TMP=1`.
 //!
 //! The pipeline can fail: with `--features failpoints`,
@@ -46,7 +47,7 @@ use serde_json::Value;
 
 use crate::crash::Rng;
 use crate::faultcluster::FaultCluster;
-use crate::harness::{etcdctl_with_timeouts, strings, tail, wait_timeout, Kind};
+use crate::harness::{etcdctl_with_timeouts, strings, subject_kind, tail, wait_timeout, Kind};
 use crate::linearizability::{self, History, Operation, Verdict};
 use crate::netfault::Mode;
 
@@ -366,7 +367,13 @@ fn run(
     });
     eprintln!("[lin] {tag}: seed {seed} (replay with FERROCD_LIN_SEED={seed}), {seconds} s");
     let mut rng = Rng(seed);
-    let mut c = FaultCluster::start(Kind::Ferrocd, envs);
+    let kind = if envs.is_empty() {
+        subject_kind()
+    } else {
+        Kind::Ferrocd
+    };
+    eprintln!("[lin] {tag}: cluster of {}", kind.label());
+    let mut c = FaultCluster::start(kind, envs);
     c.wait_converged(&[0, 1, 2], Duration::from_secs(60));
     let dir = c.root.join("histories");
     fs::create_dir_all(&dir).unwrap();
