@@ -1028,6 +1028,24 @@ fn run_workload(
     serde_json::from_str(line.unwrap_or("")).map_err(|e| format!("JSON line: {e}: {stdout:?}"))
 }
 
+/// The filesystem holding `dir` (`type device`, from /proc/mounts: the
+/// longest mount point that is a prefix of it).
+pub fn filesystem_of(dir: &Path, mounts: &str) -> Option<String> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // device mountpoint type ...; spaces in paths are \040.
+            let (dev, at, ty) = (f.first()?, f.get(1)?, f.get(2)?);
+            let at = at.replace("\\040", " ");
+            dir.starts_with(&at)
+                .then(|| (at.len(), format!("{ty} {dev}")))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, fs)| fs)
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -1082,7 +1100,14 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
         )),
     };
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-    log(&format!("work dir {}\n", work.display()));
+    let fs = std::fs::read_to_string("/proc/mounts")
+        .ok()
+        .and_then(|m| filesystem_of(&work, &m))
+        .unwrap_or_else(|| "unknown filesystem".into());
+    log(&format!("work dir {} on {fs}\n", work.display()));
+    if fs.starts_with("tmpfs") || fs.starts_with("ramfs") {
+        log("WARNING: the data dirs are in memory, fdatasync costs nothing there; use --work-dir on a disk\n");
+    }
     let suite: Vec<&Workload> = SUITE
         .iter()
         .filter(|w| a.workloads.iter().any(|n| n == w.name))
@@ -1253,7 +1278,7 @@ pub fn compare(a: &CompareArgs, mut log: impl FnMut(&str)) -> Result<Output, Str
     }
     Ok(Output {
         command: String::new(),
-        machine: machine(),
+        machine: format!("{}; data dirs on {fs}", machine()),
         etcd_bin: bins.get("etcd").map(|p| p.display().to_string()),
         ferrocd_bin: bins.get("ferrocd").map(|p| p.display().to_string()),
         reps: a.reps,
@@ -1540,6 +1565,20 @@ mod tests {
                 Duration::from_micros(2)
             ]),
             Some(2.0)
+        );
+    }
+
+    #[test]
+    fn the_work_dirs_filesystem_is_the_longest_matching_mount() {
+        let mounts = "/dev/vda / ext4 rw 0 0\ntmpfs /tmp tmpfs rw 0 0\n/dev/vdb /tmp/big\\040disk xfs rw 0 0\n";
+        let fs = |p: &str| filesystem_of(Path::new(p), mounts);
+        assert_eq!(fs("/work/x").as_deref(), Some("ext4 /dev/vda"));
+        assert_eq!(fs("/tmp/x").as_deref(), Some("tmpfs tmpfs"));
+        assert_eq!(fs("/tmp/big disk/y").as_deref(), Some("xfs /dev/vdb"));
+        assert_eq!(
+            fs("/tmpfoo").as_deref(),
+            Some("ext4 /dev/vda"),
+            "path prefix, not string prefix"
         );
     }
 
