@@ -349,10 +349,49 @@ fn http_get(port: u16, path: &str) -> String {
     out
 }
 
+/// `n` puts of `bulk/%05d` (one Raft entry each) through member `i`, by a
+/// python-etcd3 client.
+fn bulk_put(c: &Cluster, i: usize, n: usize) {
+    let script = "import etcd3, sys\n\
+                  c = etcd3.client(host='127.0.0.1', port=int(sys.argv[1]), timeout=20)\n\
+                  for i in range(int(sys.argv[2])):\n    c.put('bulk/%05d' % i, 'v' * 100)\n";
+    let out = std::process::Command::new("python3")
+        .env("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+        .args([
+            "-c",
+            script,
+            &c.members[i].client.to_string(),
+            &n.to_string(),
+        ])
+        .output()
+        .expect("python3 with etcd3");
+    assert!(
+        out.status.success(),
+        "python-etcd3 writer: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+}
+
+/// etcd's `etcd_network_snapshot_receive_success` of member `i`, summed
+/// over senders (from its /metrics).
+fn snapshots_received(c: &Cluster, i: usize) -> u64 {
+    http_get(c.members[i].client, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with("etcd_network_snapshot_receive_success{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// `endpoint hashkv` of every member, by the real etcdctl.
 fn hashkvs(c: &Cluster) -> Vec<u64> {
-    (0..3)
-        .map(|i| {
+    hashkvs_of(c, &[0, 1, 2])
+}
+
+fn hashkvs_of(c: &Cluster, members: &[usize]) -> Vec<u64> {
+    members
+        .iter()
+        .map(|&i| {
             let (code, out) = c.ctl(i, &["endpoint", "hashkv", "-w", "json"]);
             assert_eq!(code, 0, "hashkv on {i}: {out}");
             let v: Value = serde_json::from_str(&out).expect("hashkv json");
@@ -387,32 +426,14 @@ fn a_killed_member_catches_up_from_a_snapshot() {
     c.wait_converged(&rest);
 
     // 600 puts (one Raft entry each) through a surviving member.
-    let script = "import etcd3, sys\n\
-                  c = etcd3.client(host='127.0.0.1', port=int(sys.argv[1]), timeout=20)\n\
-                  for i in range(600):\n    c.put('bulk/%05d' % i, 'v' * 100)\n";
-    let out = std::process::Command::new("python3")
-        .env("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
-        .args(["-c", script, &c.members[rest[0]].client.to_string()])
-        .output()
-        .expect("python3 with etcd3");
-    assert!(
-        out.status.success(),
-        "python-etcd3 writer: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        c.logs()
-    );
+    bulk_put(&c, rest[0], 600);
 
     c.spawn(leader);
     c.wait_converged(&[0, 1, 2]);
-    let metrics = http_get(c.members[leader].client, "/metrics");
-    let received: u64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("etcd_network_snapshot_receive_success{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let received = snapshots_received(&c, leader);
     assert!(
         received >= 1,
-        "the restarted member did not catch up from a snapshot:\n{metrics}\n{}",
+        "the restarted member did not catch up from a snapshot\n{}",
         c.logs()
     );
     let (code, out) = c.ctl(
@@ -450,6 +471,69 @@ fn a_killed_member_catches_up_from_a_snapshot() {
     );
     assert_eq!((code, out.trim()), (0, "snapshot"), "{}", c.logs());
     let hashes = hashkvs(&c);
+    assert!(
+        hashes.iter().all(|h| *h == hashes[0]),
+        "hashkv differs: {hashes:?}"
+    );
+}
+
+/// A learner added after the leader compacted its log joins from a
+/// snapshot (whose configuration lists it as a learner and whose image
+/// carries the member list), is promoted once in sync, and all four members
+/// agree on `endpoint hashkv` (real etcdctl 3.5.1).
+#[test]
+fn a_learner_added_after_compaction_joins_from_a_snapshot() {
+    let mut c = Cluster::start_kind(
+        Kind::Ferrocd,
+        &[
+            "--snapshot-count",
+            "50",
+            "--experimental-snapshot-catchup-entries",
+            "10",
+        ],
+    );
+    let leader = c.wait_converged(&[0, 1, 2]);
+    bulk_put(&c, leader, 300);
+    let l = c.add_slot("m4");
+    let peer_url = format!("http://127.0.0.1:{}", c.members[l].peer);
+    let (code, out) = c.ctl(
+        leader,
+        &["member", "add", "m4", "--learner", "--peer-urls", &peer_url],
+    );
+    assert_eq!(code, 0, "member add --learner: {out}\n{}", c.logs());
+    let lid = u64::from_str_radix(out.split_whitespace().nth(1).unwrap_or("x"), 16)
+        .unwrap_or_else(|_| panic!("{out}"));
+    let initial = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| panic!("{out}"));
+    c.spawn_with(l, &initial, "existing");
+    c.wait_converged(&[0, 1, 2, l]);
+    assert!(
+        snapshots_received(&c, l) >= 1,
+        "the learner did not join from a snapshot\n{}",
+        c.logs()
+    );
+    let (code, out) = c.ctl(
+        l,
+        &["get", "bulk/00299", "--print-value-only", "--consistency=s"],
+    );
+    assert_eq!((code, out.trim().len()), (0, 100), "{out}");
+    // In sync: the leader promotes it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out) = c.ctl(leader, &["member", "promote", &format!("{lid:x}")]);
+        if code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "promote: {out}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (code, _) = c.ctl(l, &["put", "after", "promote"]);
+    assert_eq!(code, 0, "{}", c.logs());
+    c.wait_converged(&[0, 1, 2, l]);
+    let hashes = hashkvs_of(&c, &[0, 1, 2, l]);
     assert!(
         hashes.iter().all(|h| *h == hashes[0]),
         "hashkv differs: {hashes:?}"
