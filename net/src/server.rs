@@ -22,7 +22,7 @@ use glommio::timer::sleep;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::grpc::server::{serve_connection, ServerConfig};
-use crate::grpc::Router;
+use crate::grpc::{CallInfo, Router};
 use crate::kv::{self, KvLimits};
 use crate::shutdown::Trigger;
 use raftcore::Node;
@@ -192,14 +192,20 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             crate::v3lock::register(&mut router, node.clone());
             crate::v3election::register(&mut router, node.clone());
             // etcd's interceptors: a learner serves only Status and
-            // serializable Range (checked in kv) on the client port.
+            // serializable Range (checked in kv) on the client port; a call
+            // with `hasleader: true` metadata is refused while this member
+            // has no leader (a Watch stream is also ended when it loses it
+            // later: watch.rs).
             let gate_node = node.clone();
-            router.set_gate(Rc::new(move |path: &str| {
+            router.set_gate(Rc::new(move |path: &str, info: &CallInfo| {
                 if gate_node.is_learner()
                     && path != "/etcdserverpb.Maintenance/Status"
                     && path != "/etcdserverpb.KV/Range"
                 {
                     return Err(crate::errors::not_supported_for_learner());
+                }
+                if info.require_leader && gate_node.leader() == 0 {
+                    return Err(crate::errors::no_leader());
                 }
                 Ok(())
             }));

@@ -29,8 +29,9 @@
 //! Require-leader streams (gRPC metadata `hasleader: true`, clientv3's
 //! `WithRequireLeader`), as etcd's stream interceptor and `monitorLeader`:
 //! refused with "etcdserver: no leader" (Unavailable) when the member has no
-//! leader, and ended with it after [`MAX_NO_LEADER_CHECKS`] checks in a row,
-//! one per election timeout, without a leader.
+//! leader (by the router's gate, server.rs, as every require-leader call),
+//! and ended with it after [`MAX_NO_LEADER_CHECKS`] checks in a row, one
+//! per election timeout, without a leader.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -147,10 +148,6 @@ impl WatchService {
         tx: ResponseSink,
         require_leader: bool,
     ) -> Result<(), Status> {
-        // etcd's stream interceptor: refused at once without a leader.
-        if require_leader && self.node.leader() == 0 {
-            return Err(errors::no_leader());
-        }
         let mut ws = self.node.watch_hub().new_stream();
         let mut opts: HashMap<WatchId, Opts> = HashMap::new();
         let interval = self.progress_interval();

@@ -81,9 +81,10 @@ where
     Handler::Streaming(Rc::new(move |rx, tx, info| Box::pin(f(rx, tx, info))))
 }
 
-/// Decides per call path whether a registered method may be called now
-/// (e.g. a learner refuses most of them).
-pub type Gate = Rc<dyn Fn(&str) -> Result<(), Status>>;
+/// Decides per call path and metadata whether a registered method may be
+/// called now (e.g. a learner refuses most of them; a require-leader call
+/// is refused without a leader).
+pub type Gate = Rc<dyn Fn(&str, &CallInfo) -> Result<(), Status>>;
 
 /// Maps `/package.Service/Method` paths to handlers.
 #[derive(Clone, Default)]
@@ -111,10 +112,10 @@ impl Router {
 
     /// Finds the handler, or the status grpc-go answers for an unknown one
     /// (or the gate's refusal).
-    pub fn route(&self, path: &str) -> Result<&Handler, Status> {
+    pub fn route(&self, path: &str, info: &CallInfo) -> Result<&Handler, Status> {
         if let Some(h) = self.methods.get(path) {
             if let Some(g) = &self.gate {
-                g(path)?;
+                g(path, info)?;
             }
             return Ok(h);
         }
@@ -146,13 +147,18 @@ mod tests {
             "/etcdserverpb.KV/Range",
             unary(|_: (), _| async { Ok::<(), Status>(()) }),
         );
-        assert!(r.route("/etcdserverpb.KV/Range").is_ok());
-        let e = r.route("/etcdserverpb.KV/Nope").err().unwrap();
+        assert!(r
+            .route("/etcdserverpb.KV/Range", &CallInfo::default())
+            .is_ok());
+        let e = r
+            .route("/etcdserverpb.KV/Nope", &CallInfo::default())
+            .err()
+            .unwrap();
         assert_eq!(e.code, Code::UNIMPLEMENTED);
         assert_eq!(e.message, "unknown method Nope for service etcdserverpb.KV");
-        let e = r.route("/x.Y/Z").err().unwrap();
+        let e = r.route("/x.Y/Z", &CallInfo::default()).err().unwrap();
         assert_eq!(e.message, "unknown service x.Y");
-        let e = r.route("nonsense").err().unwrap();
+        let e = r.route("nonsense", &CallInfo::default()).err().unwrap();
         assert_eq!(e.code, Code::UNIMPLEMENTED);
     }
 }

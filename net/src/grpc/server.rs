@@ -281,7 +281,7 @@ async fn handle_stream(
             .get("hasleader")
             .is_some_and(|v| v.as_bytes() == b"true"),
     };
-    let handler = match router.route(parts.uri.path()) {
+    let handler = match router.route(parts.uri.path(), &info) {
         Ok(h) => h.clone(),
         Err(st) => {
             send_status(&mut respond, &st);

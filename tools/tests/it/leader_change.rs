@@ -7,7 +7,8 @@
 //! * a watch opened with `hasleader: true` (clientv3's WithRequireLeader,
 //!   through python grpcio) is ended with etcd's "etcdserver: no leader"
 //!   when its member loses the leader, as real etcd 3.5.1 does in the same
-//!   scenario; a plain watch stays open.
+//!   scenario; a plain watch stays open; a new require-leader watch, Range
+//!   and LeaseKeepAlive are refused with the same error.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -166,8 +167,13 @@ fn require_leader_watch_ends_with_no_leader_like_etcd() {
             v["new_require_leader"]["code"].clone(),
             v["new_require_leader"]["details"].clone(),
             v["new_require_leader"]["created"].clone(),
+            v["range"].clone(),
+            v["keepalive"].clone(),
         )
     };
+    let no_leader = serde_json::json!({
+        "end": "error", "code": "UNAVAILABLE", "details": "etcdserver: no leader"
+    });
     let want = (
         Value::from("error"),
         Value::from("UNAVAILABLE"),
@@ -177,6 +183,8 @@ fn require_leader_watch_ends_with_no_leader_like_etcd() {
         Value::from("UNAVAILABLE"),
         Value::from("etcdserver: no leader"),
         Value::from(false),
+        no_leader.clone(),
+        no_leader,
     );
     assert_eq!(shape(&r), want, "etcd (the scenario is wrong): {r}");
     assert_eq!(shape(&s), want, "subject: {s}");

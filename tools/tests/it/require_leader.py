@@ -5,7 +5,9 @@
 Opens two watch streams on one member, one with `hasleader: true` and one
 without, and prints READY once both are created. Then waits for a line on
 stdin (the other members have been stopped), and reports as JSON how each
-stream ended within 30 s, and how a new require-leader watch is answered.
+stream ended within 30 s, and how a new require-leader watch, a
+require-leader Range (unary) and a require-leader LeaseKeepAlive stream are
+answered.
 
 Usage: require_leader.py ENDPOINT
 """
@@ -74,6 +76,20 @@ def main():
     again = Stream(stub, REQUIRE_LEADER)
     again.ended.wait(10)
     out["new_require_leader"] = dict(again.result, created=again.created.is_set())
+    kv = rpc_pb2_grpc.KVStub(channel)
+    try:
+        kv.Range(rpc_pb2.RangeRequest(key=b"a", serializable=True), metadata=REQUIRE_LEADER,
+                 timeout=10)
+        out["range"] = dict(end="ok")
+    except grpc.RpcError as e:
+        out["range"] = dict(end="error", code=e.code().name, details=e.details())
+    lease = rpc_pb2_grpc.LeaseStub(channel)
+    try:
+        reqs = iter([rpc_pb2.LeaseKeepAliveRequest(ID=1)])
+        got = list(lease.LeaseKeepAlive(reqs, metadata=REQUIRE_LEADER, timeout=10))
+        out["keepalive"] = dict(end="ok", responses=len(got))
+    except grpc.RpcError as e:
+        out["keepalive"] = dict(end="error", code=e.code().name, details=e.details())
     print(json.dumps(out), flush=True)
     for s in (rl, plain, again):
         s.q.put(None)
