@@ -442,28 +442,26 @@ impl IncomingSnapshot {
                 self.crc.clone().finalize()
             )));
         }
-        if let Some(f) = self.file.as_ref() {
-            f.sync_all()
-                .map_err(|e| io_err("cannot sync", &self.part, e))?;
-        }
-        {
-            let db = Db::open(&self.part, Options::default())
-                .map_err(|e| Error::Backend(format!("snapshot image: {e}")))?;
-            db.check_integrity()
-                .map_err(|e| Error::Backend(format!("snapshot image: {e}")))?;
-            let applied = applied_of(&db)?;
-            if applied.index != meta.index || applied.term != meta.term {
-                return Err(Error::Backend(format!(
-                    "snapshot image is at {}/{}, the message says {}/{}",
-                    applied.index, applied.term, meta.index, meta.term
-                )));
-            }
-        }
-        failpoint!("snap::receive::before_rename");
-        let done = self.dir.join(image_name(meta.index));
-        fs::rename(&self.part, &done).map_err(|e| io_err("cannot rename", &self.part, e))?;
+        // Syncing and walking the whole file may take a while: on a thread
+        // of its own, so the executor (and the Raft loop, when it shares
+        // it) keeps answering heartbeats meanwhile.
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| Error::Backend("snapshot already finished".into()))?
+            .try_clone()
+            .map_err(|e| io_err("cannot sync", &self.part, e))?;
+        let (part, dir) = (self.part.clone(), self.dir.clone());
+        let (tx, rx) = futures_channel::oneshot::channel();
+        std::thread::Builder::new()
+            .name("ferrocd-snap-verify".into())
+            .spawn(move || {
+                let _ = tx.send(verify_and_keep(file, &part, &dir, meta.index, meta.term));
+            })
+            .map_err(|e| Error::Backend(format!("cannot start a thread: {e}")))?;
+        rx.await.unwrap_or(Err(Error::Stopped))?;
+        // Renamed: nothing left to clean up.
         self.file = None;
-        sync_dir(&self.dir).map_err(|e| io_err("cannot sync", &self.dir, e))?;
         let msg = std::mem::take(&mut self.msg);
         if let Ok(mut st) = node.shared.snap_stats.lock() {
             *st.received.entry(msg.from).or_default() += 1;
@@ -473,6 +471,36 @@ impl IncomingSnapshot {
             .await
             .map_err(|_| Error::Stopped)
     }
+}
+
+/// Makes a received image durable, checks it (a sound B-tree at `index` and
+/// `term`) and renames it to its final name (module docs, "Follower").
+fn verify_and_keep(
+    file: File,
+    part: &Path,
+    dir: &Path,
+    index: u64,
+    term: u64,
+) -> Result<(), Error> {
+    file.sync_all()
+        .map_err(|e| io_err("cannot sync", part, e))?;
+    {
+        let db = Db::open(part, Options::default())
+            .map_err(|e| Error::Backend(format!("snapshot image: {e}")))?;
+        db.check_integrity()
+            .map_err(|e| Error::Backend(format!("snapshot image: {e}")))?;
+        let applied = applied_of(&db)?;
+        if applied.index != index || applied.term != term {
+            return Err(Error::Backend(format!(
+                "snapshot image is at {}/{}, the message says {index}/{term}",
+                applied.index, applied.term
+            )));
+        }
+    }
+    failpoint!("snap::receive::before_rename");
+    let done = dir.join(image_name(index));
+    fs::rename(part, &done).map_err(|e| io_err("cannot rename", part, e))?;
+    sync_dir(dir).map_err(|e| io_err("cannot sync", dir, e))
 }
 
 // ---------------------------------------------------------------- the loop

@@ -385,3 +385,97 @@ fn a_crash_at_any_install_step_restarts_consistently() {
         });
     }
 }
+
+/// The receiving side keeps only complete images that are what the message
+/// says: a damaged transfer or an image at another index is refused and
+/// leaves no file behind; a good one is kept under its final name.
+#[test]
+fn received_images_are_verified_before_raft_sees_them() {
+    run(|| async {
+        let root = std::env::temp_dir().join(format!("raftcore-snap-recv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        // An image: a B-tree file checkpointed at index 40, term 3.
+        let image = root.join("image.db");
+        {
+            let db = engine::btree::Db::open(&image, Default::default()).unwrap();
+            let mut store = engine::mvcc::Store::new();
+            for i in 0..50 {
+                store
+                    .put(&PutRequest {
+                        key: format!("k{i}").into_bytes(),
+                        value: vec![b'x'; 300],
+                        ..Default::default()
+                    })
+                    .unwrap();
+            }
+            let cp = store.take_checkpoint();
+            engine::mvcc::save(&db, &cp, engine::mvcc::AppliedState { index: 40, term: 3 })
+                .unwrap();
+        }
+        let bytes = std::fs::read(&image).unwrap();
+        let crc = crc32fast::hash(&bytes);
+        // A member that receives (its loop not running: nothing installs).
+        let dir = root.join("m");
+        let snap = dir.join("snap");
+        std::fs::create_dir_all(&snap).unwrap();
+        let (db, store, applied) = open_backend(&snap, None).unwrap();
+        let rec = Recovered {
+            store,
+            applied,
+            members: None,
+            backend: Some((Arc::new(db), CheckpointConfig::default())),
+        };
+        let mut cfg = NodeConfig::new(1, 11);
+        cfg.voters = IDS.to_vec();
+        let (node, _lp) = Node::start_with(cfg, bootstrap_log(&IDS).unwrap(), rec).unwrap();
+        let msg = |index: u64| {
+            let mut m = raft::eraftpb::Message::default();
+            m.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
+            m.from = 22;
+            m.to = 11;
+            m.term = 3;
+            m.mut_snapshot().mut_metadata().index = index;
+            m.mut_snapshot().mut_metadata().term = 3;
+            protobuf::Message::write_to_bytes(&m).unwrap()
+        };
+        let send = |index: u64, damage: bool, crc: u32| {
+            let node = node.clone();
+            let mut data = bytes.clone();
+            if damage {
+                data[5000] ^= 1;
+            }
+            let m = msg(index);
+            async move {
+                let mut inc = node.begin_snapshot(&m)?;
+                let mut off = 0;
+                for c in data.chunks(4096) {
+                    inc.write(off, c)?;
+                    off += c.len() as u64;
+                }
+                inc.finish(&node, data.len() as u64, crc).await
+            }
+        };
+        let files = || {
+            let mut v: Vec<String> = std::fs::read_dir(&snap)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let e = send(40, true, crc).await.unwrap_err().to_string();
+        assert!(e.contains("damaged in transit"), "{e}");
+        let e = send(41, false, crc).await.unwrap_err().to_string();
+        assert!(e.contains("image is at 40/3"), "{e}");
+        assert_eq!(files(), ["db"], "refused images leave nothing behind");
+        // Out of order chunks are refused too.
+        let mut inc = node.begin_snapshot(&msg(40)).unwrap();
+        assert!(inc.write(4096, &bytes[..10]).is_err());
+        drop(inc);
+        send(40, false, crc).await.unwrap();
+        assert_eq!(files(), [format!("{:016x}.snap.db", 40), "db".into()]);
+        assert_eq!(node.snapshot_stats().received.get(&22), Some(&1));
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
