@@ -13,6 +13,7 @@ pub use mvcc::{
     DeleteRangeResponse, Error, Event, EventKind, KeyValue, PutRequest, PutResponse, RangeRequest,
     RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, Store, TxnRequest, TxnResponse,
 };
+pub mod alarm;
 pub mod btree;
 pub mod lease;
 pub mod members;

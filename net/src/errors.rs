@@ -70,6 +70,12 @@ pub fn not_supported_for_learner() -> Status {
         "etcdserver: rpc not supported for learner",
     )
 }
+pub fn no_space() -> Status {
+    s(
+        Code::RESOURCE_EXHAUSTED,
+        "etcdserver: mvcc: database space exceeded",
+    )
+}
 pub fn stopped() -> Status {
     s(Code::UNAVAILABLE, "etcdserver: server stopped")
 }
@@ -87,6 +93,7 @@ pub fn status_of(e: &raftcore::Error) -> Status {
         raftcore::Error::LeaseExists => lease_exist(),
         raftcore::Error::LeaseTtlTooLarge => lease_ttl_too_large(),
         raftcore::Error::Stopped => stopped(),
+        raftcore::Error::NoSpace => no_space(),
         raftcore::Error::Timeout => s(Code::UNAVAILABLE, "etcdserver: request timed out"),
         raftcore::Error::NoLeader => no_leader(),
         // etcd passes the context's error through untranslated: code Unknown.

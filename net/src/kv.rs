@@ -114,11 +114,14 @@ impl KvService {
     async fn put(&self, req: pb::PutRequest, info: CallInfo) -> Result<pb::PutResponse, Status> {
         check_put(&req)?;
         self.check_size(&info)?;
-        let r = self
-            .node
-            .put(put_from_pb(req))
+        let req = put_from_pb(req);
+        // etcd's quotaKVServer (there before the request checks; an invalid
+        // request over quota gets the NOSPACE error from etcd, its own here).
+        self.node
+            .check_quota_put(&req)
             .await
             .map_err(|e| status_of(&e))?;
+        let r = self.node.put(req).await.map_err(|e| status_of(&e))?;
         Ok(put_to_pb(r, self))
     }
 
@@ -143,9 +146,15 @@ impl KvService {
         check_intervals(&req.failure)?;
         self.check_size(&info)?;
         let serializable = is_txn_serializable(&req);
+        let txn = txn_from_pb(req);
+        // etcd's quotaKVServer (see `put`).
+        self.node
+            .check_quota_txn(&txn)
+            .await
+            .map_err(|e| status_of(&e))?;
         let r = self
             .node
-            .txn(txn_from_pb(req), serializable)
+            .txn(txn, serializable)
             .await
             .map_err(|e| status_of(&e))?;
         Ok(txn_to_pb(r, self))

@@ -180,6 +180,11 @@ impl LeaseService {
     }
 
     async fn grant(&self, req: pb::LeaseGrantRequest) -> Result<pb::LeaseGrantResponse, Status> {
+        // etcd's quotaLeaseServer.
+        self.node
+            .check_quota_lease_grant()
+            .await
+            .map_err(|e| status_of(&e))?;
         let g = self
             .node
             .lease_grant(req.id, req.ttl)

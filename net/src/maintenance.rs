@@ -1,13 +1,13 @@
 //! The etcd Maintenance service (`etcdserverpb.Maintenance`): the parts that
 //! exist so far. Status reports this member's Raft position and backend
 //! size; Defragment rewrites this member's B-tree file online (clients are
-//! not blocked, unlike etcd); Alarm lists alarms (none can be raised yet:
-//! there is no quota or corruption check).
+//! not blocked, unlike etcd); Alarm lists, raises and disarms alarms
+//! (raftcore's `alarm` module: the NOSPACE alarm of the backend quota).
 
 use std::rc::Rc;
 use std::sync::Arc;
 
-use raftcore::Node;
+use raftcore::{AlarmRequestAction, Node};
 
 use crate::grpc::{unary, CallInfo, Router, Status};
 use crate::pb::etcdserverpb as pb;
@@ -80,12 +80,30 @@ pub fn register(router: &mut Router, node: Arc<Node>) {
     let n = node;
     router.add(
         "/etcdserverpb.Maintenance/Alarm",
-        unary(move |_: pb::AlarmRequest, _: CallInfo| {
+        unary(move |req: pb::AlarmRequest, _: CallInfo| {
             let n = n.clone();
             async move {
+                let action = match req.action {
+                    0 => AlarmRequestAction::Get,
+                    1 => AlarmRequestAction::Activate,
+                    2 => AlarmRequestAction::Deactivate,
+                    // etcd answers an unknown action with an empty response.
+                    _ => return Ok(pb::AlarmResponse::default()),
+                };
+                let alarm = u8::try_from(req.alarm).unwrap_or(u8::MAX);
+                let alarms = n
+                    .alarm(action, req.member_id, alarm)
+                    .await
+                    .map_err(|e| crate::errors::status_of(&e))?;
                 Ok::<_, Status>(pb::AlarmResponse {
                     header: header(&n)?,
-                    alarms: Vec::new(),
+                    alarms: alarms
+                        .into_iter()
+                        .map(|m| pb::AlarmMember {
+                            member_id: m.member_id,
+                            alarm: i32::from(m.alarm.code()),
+                        })
+                        .collect(),
                 })
             }
         }),
@@ -110,13 +128,17 @@ fn status(n: &Node) -> Result<pb::StatusResponse, Status> {
         raft_index: rs.raft_index,
         raft_term: rs.term,
         raft_applied_index: rs.applied_index,
-        // etcd reports a member without a leader here (and alarms, which
-        // ferrocd does not raise).
-        errors: if rs.leader == 0 {
-            vec![raftcore::Error::NoLeader.to_string()]
-        } else {
-            Vec::new()
-        },
+        // etcd: "etcdserver: no leader" for a member without a leader, then
+        // one entry per raised alarm (the AlarmMember's text form).
+        errors: (rs.leader == 0)
+            .then(|| raftcore::Error::NoLeader.to_string())
+            .into_iter()
+            .chain(
+                n.alarm_list(None)
+                    .into_iter()
+                    .map(|m| format!("memberID:{} alarm:{} ", m.member_id, m.alarm.name())),
+            )
+            .collect(),
         db_size_in_use: i64::try_from(in_use).unwrap_or(i64::MAX),
         is_learner: rs.is_learner,
     })

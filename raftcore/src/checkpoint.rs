@@ -15,7 +15,11 @@
 //! Online defrag (`Maintenance.Defragment`) runs on the same thread, as a
 //! job between two checkpoints: the thread is the B-tree's only writer, so
 //! the defrag's copy is the last checkpoint and nothing needs to be caught
-//! up. Clients do not wait for it: their reads and writes are served from
+//! up. A defrag waits (parked on the thread) until a checkpoint covers the
+//! applied index it was asked at, so what the client saw applied before it
+//! asked (e.g. a compaction) is in the copy; the loop checkpoints every
+//! `interval` while anything is unwritten, so it waits at most about that.
+//! Clients do not wait for it: their reads and writes are served from
 //! memory and the WAL; only the next checkpoint waits (the WAL holds the
 //! writes meanwhile).
 
@@ -35,10 +39,29 @@ enum Job {
         /// image for followers; module `node::snapshot`).
         image: Option<PathBuf>,
     },
-    Defrag(futures_channel::oneshot::Sender<Result<DefragReport, String>>),
+    Defrag {
+        /// Defragment once a checkpoint at this applied index is durable.
+        after: u64,
+        reply: DefragReply,
+    },
     /// Let go of the file (None: a Raft snapshot is about to replace it)
     /// or take the new one; acknowledged once every earlier job is done.
     Replace(Option<Arc<Db>>, futures_channel::oneshot::Sender<()>),
+}
+
+type DefragReply = futures_channel::oneshot::Sender<Result<DefragReport, String>>;
+
+fn defrag(db: &Db, reply: DefragReply) {
+    let start = Instant::now();
+    let r = db
+        .defrag_online()
+        .map(|rep| DefragReport {
+            old_file_size: rep.source_file_size,
+            new_file_size: rep.compacted_file_size,
+            took: start.elapsed(),
+        })
+        .map_err(|e| format!("defragment: {e}"));
+    let _ = reply.send(r);
 }
 
 /// A durable checkpoint.
@@ -66,11 +89,12 @@ pub(crate) struct Defragmenter {
 }
 
 impl Defragmenter {
-    /// Defragments the B-tree file after the checkpoint in flight, if any.
-    pub(crate) async fn defragment(&self) -> Result<DefragReport, String> {
-        let (tx, rx) = futures_channel::oneshot::channel();
+    /// Defragments the B-tree file once a checkpoint covers applied index
+    /// `after`.
+    pub(crate) async fn defragment(&self, after: u64) -> Result<DefragReport, String> {
+        let (reply, rx) = futures_channel::oneshot::channel();
         self.jobs
-            .send(Job::Defrag(tx))
+            .send(Job::Defrag { after, reply })
             .map_err(|_| "backend thread is gone".to_string())?;
         rx.await
             .unwrap_or_else(|_| Err("backend thread is gone".to_string()))
@@ -118,6 +142,9 @@ impl Checkpointer {
             .spawn(move || {
                 let mut db = Some(db);
                 const REPLACED: &str = "a Raft snapshot is replacing the backend file";
+                // Applied index of the last durable checkpoint.
+                let mut durable = start_index;
+                let mut parked: Vec<(u64, DefragReply)> = Vec::new();
                 while let Ok(job) = rx.recv() {
                     match job {
                         Job::Checkpoint { cp, applied, image } => {
@@ -132,30 +159,47 @@ impl Checkpointer {
                                     .map_err(|e| e.to_string()),
                                 None => Err(REPLACED.to_string()),
                             };
+                            if let Ok(d) = &r {
+                                durable = d.applied.index;
+                            }
+                            let failed = r.as_ref().err().cloned();
                             if done_tx.send_blocking(r).is_err() {
                                 return;
+                            }
+                            for (after, reply) in std::mem::take(&mut parked) {
+                                match &failed {
+                                    Some(e) => {
+                                        let _ = reply.send(Err(format!("defragment: {e}")));
+                                    }
+                                    None if after <= durable => match &db {
+                                        Some(db) => defrag(db, reply),
+                                        None => {
+                                            let _ =
+                                                reply.send(Err(format!("defragment: {REPLACED}")));
+                                        }
+                                    },
+                                    None => parked.push((after, reply)),
+                                }
                             }
                         }
                         Job::Replace(new, ack) => {
                             db = new;
+                            if db.is_none() {
+                                for (_, reply) in parked.drain(..) {
+                                    let _ = reply.send(Err(format!("defragment: {REPLACED}")));
+                                }
+                            }
                             let _ = ack.send(());
                         }
-                        Job::Defrag(reply) => {
-                            let Some(db) = &db else {
-                                let _ = reply.send(Err(format!("defragment: {REPLACED}")));
-                                continue;
-                            };
-                            let start = Instant::now();
-                            let r = db
-                                .defrag_online()
-                                .map(|rep| DefragReport {
-                                    old_file_size: rep.source_file_size,
-                                    new_file_size: rep.compacted_file_size,
-                                    took: start.elapsed(),
-                                })
-                                .map_err(|e| format!("defragment: {e}"));
-                            let _ = reply.send(r);
+                        Job::Defrag { reply, .. } if db.is_none() => {
+                            let _ = reply.send(Err(format!("defragment: {REPLACED}")));
                         }
+                        Job::Defrag { after, reply } if after <= durable => {
+                            if let Some(db) = &db {
+                                defrag(db, reply);
+                            }
+                        }
+                        Job::Defrag { after, reply } => parked.push((after, reply)),
                     }
                 }
             })?;

@@ -16,7 +16,8 @@ pub mod wal_log;
 pub use checkpoint::{CheckpointConfig, DefragReport};
 pub use log_store::{LogError, LogStore, MemLog};
 pub use node::{
-    open_backend, Applied, Error, Header, ImageReader, IncomingSnapshot, LeaseGrant, MemberInfo,
-    Node, NodeConfig, OutgoingSnapshot, PeerDirectory, RaftLoop, RaftStatus, Recovered, SnapStats,
+    open_backend, AlarmRequestAction, Applied, Error, Header, ImageReader, IncomingSnapshot,
+    LeaseGrant, MemberInfo, Node, NodeConfig, OutgoingSnapshot, PeerDirectory, RaftLoop,
+    RaftStatus, Recovered, SnapStats, DEFAULT_QUOTA_BYTES,
 };
 pub use wal_log::{RecoveredLog, WalLog, WalMetadata};

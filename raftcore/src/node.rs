@@ -32,6 +32,7 @@ use raft::prelude::ReadState;
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 
+mod alarm;
 mod defrag;
 mod lease;
 mod members;
@@ -40,6 +41,7 @@ mod snapshot;
 use crate::checkpoint::{CheckpointConfig, Checkpointer, Done};
 use crate::log_store::{LogError, LogStore};
 use crate::proposal::{DecodeError, Proposal, Request};
+pub use alarm::{AlarmRequestAction, DEFAULT_QUOTA_BYTES};
 use engine::btree::Db;
 use engine::mvcc::AppliedState;
 pub use lease::LeaseGrant;
@@ -81,6 +83,10 @@ pub enum Error {
     NotLeader,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    /// The backend quota is exhausted or the NOSPACE alarm is raised
+    /// (module `alarm`).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     #[error(transparent)]
     Log(#[from] LogError),
     /// A committed entry could not be decoded: the log is corrupt.
@@ -140,6 +146,9 @@ pub struct NodeConfig {
     /// compaction for members that lag (etcd: 5000); a member further
     /// behind gets a snapshot.
     pub snapshot_catchup_entries: u64,
+    /// `--quota-backend-bytes` resolved: `None` disables the quota (a
+    /// negative flag), else the limit in bytes (module `alarm`).
+    pub quota_bytes: Option<u64>,
 }
 
 impl NodeConfig {
@@ -166,6 +175,7 @@ impl NodeConfig {
             strict_reconfig_check: true,
             snapshot_count: 100_000,
             snapshot_catchup_entries: 5000,
+            quota_bytes: Some(DEFAULT_QUOTA_BYTES),
         }
     }
 }
@@ -194,6 +204,8 @@ pub enum Applied {
     LeaseCheckpointed,
     /// A membership change applied: the member list after it.
     Members(Vec<MemberInfo>),
+    /// The alarms an Alarm ACTIVATE / DEACTIVATE changed.
+    Alarms(Vec<engine::alarm::AlarmMember>),
 }
 
 type Members = RwLock<Membership>;
@@ -286,6 +298,8 @@ struct Shared {
     watch: Arc<engine::watch::Hub>,
     /// The leases (module `lease`). Lock order: `store`, then `lessor`.
     lessor: std::sync::Mutex<engine::lease::Lessor>,
+    /// The raised alarms (module `alarm`). Lock order: after `lessor`.
+    alarms: std::sync::Mutex<engine::alarm::Alarms>,
 }
 
 /// The watch hub reads history through the apply-layer store.
@@ -436,6 +450,7 @@ impl Node {
         }
         let lessor = lease::recover_lessor(&cfg, backend.as_ref().map(|(db, _)| &**db), &store)?;
         let lease_ids = lease::LeaseIds::new(cfg.member_id);
+        let alarms = alarm::recover(backend.as_ref().map(|(db, _)| &**db))?;
         let checkpointer = match &backend {
             Some((db, ccfg)) => Some(
                 Checkpointer::spawn(db.clone(), *ccfg, applied.index)
@@ -467,6 +482,7 @@ impl Node {
             next_id: AtomicU64::new(first_proposal_id()),
             watch,
             lessor: std::sync::Mutex::new(lessor),
+            alarms: std::sync::Mutex::new(alarms),
         });
         let (tx, rx) = async_channel::unbounded();
         let (out_tx, out_rx) = async_channel::unbounded();
@@ -800,7 +816,9 @@ fn apply_request(
         | Request::Txn(_)
         | Request::LeaseGrant { .. }
         | Request::LeaseRevoke { .. }
-        | Request::LeaseCheckpoint(_) => return Err(Error::Stopped),
+        | Request::LeaseCheckpoint(_)
+        // Handled by `alarm::intercept`.
+        | Request::Alarm { .. } => return Err(Error::Stopped),
     })
 }
 
@@ -1022,6 +1040,13 @@ impl RaftLoop {
                     .write()
                     .map_err(|_| Error::Stopped)?
                     .take_dirty(),
+            );
+            cp.set_alarms(
+                self.shared
+                    .alarms
+                    .lock()
+                    .map_err(|_| Error::Stopped)?
+                    .take_changes(),
             );
             cp
         };
@@ -1358,12 +1383,15 @@ impl RaftLoop {
                         }
                         let p = Proposal::decode(&e.data)?;
                         let before = store.current_revision();
-                        let result = apply_request(
-                            &mut store,
-                            &mut lessor,
-                            &self.shared.members,
-                            &p.request,
-                        );
+                        let result = match alarm::intercept(&self.shared.alarms, &p.request) {
+                            Some(r) => r,
+                            None => apply_request(
+                                &mut store,
+                                &mut lessor,
+                                &self.shared.members,
+                                &p.request,
+                            ),
+                        };
                         if watching {
                             engine::watch::collect_events(&store, before, &mut events);
                         }

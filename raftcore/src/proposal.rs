@@ -13,6 +13,7 @@
 //! kind 6 LeaseGrant  body := lease_id:i64 | ttl:i64
 //! kind 7 LeaseRevoke body := lease_id:i64
 //! kind 8 LeaseCheckpoint body := n:u32 (lease_id:i64 | remaining_ttl:i64)*n
+//! kind 9 Alarm       body := action:u8 (1 activate, 2 deactivate) | member_id:u64 | alarm:u8 (etcd's AlarmType)
 //! txn     := n:u32 compare*n | n:u32 op*n (success) | n:u32 op*n (failure)
 //! compare := result:u8 | target:u8 | key | range_end | value (target 3: bytes, else i64)
 //! op      := tag:u8 (1 range, 2 put, 3 delete, 4 txn) | body (range: see `put_range`)
@@ -55,6 +56,20 @@ pub enum Request {
     },
     /// etcd's LeaseCheckpoint: `(lease, remaining TTL)`; 0 clears it.
     LeaseCheckpoint(Vec<(i64, i64)>),
+    /// etcd's Alarm ACTIVATE / DEACTIVATE (GET is served locally).
+    Alarm {
+        action: AlarmAction,
+        member_id: u64,
+        /// etcd's `AlarmType` number (0 NONE, 1 NOSPACE, 2 CORRUPT).
+        alarm: u8,
+    },
+}
+
+/// The replicated actions of etcd's `AlarmRequest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmAction {
+    Activate,
+    Deactivate,
 }
 
 /// A request with the identity of its waiter.
@@ -152,6 +167,19 @@ impl Proposal {
                     w.i64(*remaining);
                 }
             }
+            Request::Alarm {
+                action,
+                member_id,
+                alarm,
+            } => {
+                w.u8(9);
+                w.u8(match action {
+                    AlarmAction::Activate => 1,
+                    AlarmAction::Deactivate => 2,
+                });
+                w.u64(*member_id);
+                w.u8(*alarm);
+            }
         }
         w.0
     }
@@ -200,6 +228,15 @@ impl Proposal {
                 }
                 Request::LeaseCheckpoint(cps)
             }
+            9 => Request::Alarm {
+                action: match r.u8()? {
+                    1 => AlarmAction::Activate,
+                    2 => AlarmAction::Deactivate,
+                    _ => return Err(DecodeError("unknown alarm action")),
+                },
+                member_id: r.u64()?,
+                alarm: r.u8()?,
+            },
             _ => return Err(DecodeError("unknown request kind")),
         };
         if !r.0.is_empty() {
@@ -519,6 +556,16 @@ mod tests {
             Request::LeaseRevoke { id: i64::MAX },
             Request::LeaseCheckpoint(vec![]),
             Request::LeaseCheckpoint(vec![(1, 240), (-7, 0)]),
+            Request::Alarm {
+                action: AlarmAction::Activate,
+                member_id: u64::MAX,
+                alarm: 1,
+            },
+            Request::Alarm {
+                action: AlarmAction::Deactivate,
+                member_id: 7,
+                alarm: 0,
+            },
         ] {
             let p = Proposal {
                 proposer: 0xdead_beef,

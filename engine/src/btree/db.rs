@@ -75,7 +75,8 @@ impl Default for Options {
 /// Sizes for etcd's `dbSize` / `dbSizeInUse`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {
-    /// Txn id of the last commit.
+    /// Txn id of the last commit (in this file: a defrag's new file
+    /// counts from 1 again).
     pub txn_id: u64,
     /// Length of the file in bytes (etcd's `dbSize`); it includes
     /// preallocated room past `page_count`.

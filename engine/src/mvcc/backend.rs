@@ -21,6 +21,7 @@
 //!               "current_rev" -> i64, "compact_rev" -> i64 (-1: never compacted)
 //! lease bucket: written by engine::lease (its backend module) in the same commit
 //! members, members_removed buckets: written by engine::members in the same commit
+//! alarm bucket: written by engine::alarm in the same commit
 //! ```
 
 use super::kv::KeyValue;
@@ -60,9 +61,16 @@ pub struct Checkpoint {
     /// The member list, when it changed since the last checkpoint
     /// (engine::members), written in the same commit.
     members: Option<crate::members::MembersState>,
+    /// The whole alarm set if it changed (engine::alarm), same commit.
+    alarms: Option<Vec<crate::alarm::AlarmMember>>,
 }
 
 impl Checkpoint {
+    /// Adds the alarm set as of the same applied index, if it changed.
+    pub fn set_alarms(&mut self, alarms: Option<Vec<crate::alarm::AlarmMember>>) {
+        self.alarms = alarms;
+    }
+
     /// Adds the lessor's changes taken at the same applied index, so that
     /// keys and leases become durable together.
     pub fn set_leases(&mut self, leases: crate::lease::LeaseChanges) {
@@ -94,6 +102,7 @@ impl Store {
             compact_rev: self.raw_compact_revision(),
             leases: Default::default(),
             members: None,
+            alarms: None,
         }
     }
 }
@@ -244,6 +253,9 @@ pub fn save(db: &Db, cp: &Checkpoint, applied: AppliedState) -> Result<(), Backe
     crate::lease::write_changes(&mut tx, &cp.leases)?;
     if let Some(m) = &cp.members {
         crate::members::write(&mut tx, m)?;
+    }
+    if let Some(alarms) = &cp.alarms {
+        crate::alarm::write(&mut tx, alarms)?;
     }
     tx.commit()?;
     Ok(())

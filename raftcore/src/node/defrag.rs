@@ -24,6 +24,10 @@ impl Node {
         let Some(d) = &self.shared.defrag else {
             return Ok(None);
         };
-        d.defragment().await.map(Some).map_err(Error::Backend)
+        // Everything applied when the request arrived goes into the copy.
+        d.defragment(self.applied_index())
+            .await
+            .map(Some)
+            .map_err(Error::Backend)
     }
 }

@@ -616,12 +616,16 @@ impl RaftLoop {
             )));
         }
         let lessor = super::lease::recover_lessor(&self.shared.cfg, Some(&db), &store)?;
+        // The alarms as of the snapshot index came with the image too.
+        let alarms = super::alarm::recover(Some(&db))?;
         let revision = store.current_revision();
         {
             let mut st = self.shared.store.write().map_err(|_| Error::Stopped)?;
             let mut ls = self.shared.lessor.lock().map_err(|_| Error::Stopped)?;
+            let mut al = self.shared.alarms.lock().map_err(|_| Error::Stopped)?;
             *st = store;
             *ls = lessor;
+            *al = alarms;
         }
         // The member list as of the snapshot index came with the image.
         let members = engine::members::load(&db)

@@ -373,6 +373,7 @@ fn run(cfg: &Config) -> Result<(), String> {
     node_cfg.heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
     node_cfg.election_ticks = usize::try_from(cfg.election_ticks()).unwrap_or(10);
     // etcd: 5 s + 2 × election timeout.
+    node_cfg.quota_bytes = cfg.quota_bytes();
     node_cfg.request_timeout =
         Duration::from_secs(5) + 2 * Duration::from_millis(cfg.election_timeout_ms);
     let ckpt = raftcore::CheckpointConfig {

@@ -36,6 +36,7 @@ mod mask;
 mod membership;
 mod netfault;
 mod partition;
+mod quota;
 mod selfcheck;
 mod txn_compare;
 mod watch;
