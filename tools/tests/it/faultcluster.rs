@@ -46,11 +46,17 @@ pub struct FaultCluster {
     /// Keep the data dirs, logs and histories even if the test passes.
     pub keep: bool,
     envs: Vec<(String, String)>,
+    extra: Vec<String>,
 }
 
 impl FaultCluster {
     /// Starts 3 members of `kind`; `envs` go to every server process.
     pub fn start(kind: Kind, envs: &[(&str, &str)]) -> FaultCluster {
+        Self::start_with(kind, envs, &[])
+    }
+
+    /// [`Self::start`] with extra server flags.
+    pub fn start_with(kind: Kind, envs: &[(&str, &str)], extra: &[&str]) -> FaultCluster {
         let root = crate::harness::fresh_temp_dir(&format!("faults-{}", kind.label()));
         let net = Net::start(3, stable_port);
         let members: Vec<Member> = (0..3)
@@ -75,6 +81,7 @@ impl FaultCluster {
             initial,
             root,
             keep: false,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             envs: envs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -115,6 +122,8 @@ impl FaultCluster {
             "--election-timeout",
             "500",
         ]);
+        let mut args = args;
+        args.extend(self.extra.iter().cloned());
         let child = spawn_server_env(
             self.kind.bin(),
             &args,
@@ -276,6 +285,29 @@ impl FaultCluster {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+impl FaultCluster {
+    /// Sum of a Prometheus counter family over its labels in member `i`'s
+    /// `/metrics` (plain HTTP/1.1 GET on the client port); 0 if absent.
+    pub fn metric_sum(&self, i: usize, name: &str) -> f64 {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.members[i].client)) else {
+            return 0.0;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        if s.write_all(req.as_bytes()).is_err() {
+            return 0.0;
+        }
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            + 0.0 // an empty sum is -0.0
     }
 }
 

@@ -17,6 +17,11 @@
 //! `endpoint hashkv`), and [`crate::linearizability`] must accept the
 //! history. A violation prints the stuck point; histories are kept.
 //!
+//! `linearizable_with_snapshot_catch_up_under_faults` runs the same with
+//! `--snapshot-count 200 --experimental-snapshot-catchup-entries 20`, so
+//! lagging members catch up from Raft snapshots (the run prints how many
+//! each member sent and received since its last start, from `/metrics`).
+//!
 //! Knobs: `FERROCD_LIN_SECONDS` (workload length, default 45; e.g. 600 for
 //! a long run), `FERROCD_IT_SUBJECT=etcd` (the same test against a real etcd
 //! 3.5.1 cluster), `FERROCD_LIN_SEED` (replays the nemesis schedule and the
@@ -354,6 +359,7 @@ struct Outcome {
 fn run(
     faults: Faults,
     envs: &[(&str, &str)],
+    extra: &[&str],
     seconds: u64,
     tag: &str,
     violation_expected: bool,
@@ -367,13 +373,13 @@ fn run(
     });
     eprintln!("[lin] {tag}: seed {seed} (replay with FERROCD_LIN_SEED={seed}), {seconds} s");
     let mut rng = Rng(seed);
-    let kind = if envs.is_empty() {
+    let kind = if envs.is_empty() && extra.is_empty() {
         subject_kind()
     } else {
         Kind::Ferrocd
     };
     eprintln!("[lin] {tag}: cluster of {}", kind.label());
-    let mut c = FaultCluster::start(kind, envs);
+    let mut c = FaultCluster::start_with(kind, envs, extra);
     c.wait_converged(&[0, 1, 2], Duration::from_secs(60));
     let dir = c.root.join("histories");
     fs::create_dir_all(&dir).unwrap();
@@ -424,6 +430,15 @@ fn run(
             ret: Some(ret),
         });
     }
+    let snapshots: Vec<(f64, f64)> = (0..3)
+        .map(|i| {
+            (
+                c.metric_sum(i, "etcd_network_snapshot_send_success"),
+                c.metric_sum(i, "etcd_network_snapshot_receive_success"),
+            )
+        })
+        .collect();
+    eprintln!("[lin] {tag}: Raft snapshots (sent, received) by member since its last start: {snapshots:?}");
     let started = Instant::now();
     let verdict = linearizability::check(&history);
     eprintln!(
@@ -473,7 +488,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 #[test]
 fn linearizable_under_kills_stops_and_partitions() {
     let seconds = env_num("FERROCD_LIN_SECONDS").unwrap_or(45);
-    let o = run(Faults::All, &[], seconds, "faults", false);
+    let o = run(Faults::All, &[], &[], seconds, "faults", false);
     assert!(
         o.verdict.is_linearizable(),
         "history not proven linearizable (kept in {}):\n{}",
@@ -493,6 +508,38 @@ fn linearizable_under_kills_stops_and_partitions() {
     );
 }
 
+/// The same with tiny Raft logs: a snapshot every 200 entries keeping 20
+/// for catch-up, so members that were killed, stopped or cut off catch up
+/// from a snapshot image of the leader's B-tree instead of log entries.
+#[test]
+fn linearizable_with_snapshot_catch_up_under_faults() {
+    let seconds = env_num("FERROCD_LIN_SECONDS").unwrap_or(45);
+    let o = run(
+        Faults::All,
+        &[],
+        &[
+            "--snapshot-count",
+            "200",
+            "--experimental-snapshot-catchup-entries",
+            "20",
+        ],
+        seconds,
+        "faults + snapshots",
+        false,
+    );
+    assert!(
+        o.verdict.is_linearizable(),
+        "history not proven linearizable (kept in {}):\n{}",
+        o.dir.display(),
+        o.verdict
+    );
+    assert!(
+        o.stats.ok >= 200 && o.stats.cas_ok >= 5 && o.stats.gets >= 50,
+        "too little completed work to mean anything: {:?}",
+        o.stats
+    );
+}
+
 /// The planted bug (linearizable reads served locally, no ReadIndex) must
 /// be caught by the same workload and checker.
 #[cfg(feature = "failpoints")]
@@ -502,6 +549,7 @@ fn planted_stale_reads_are_caught() {
     let o = run(
         Faults::IsolateFollowers,
         &[("FAILPOINTS", "raftcore::read_barrier::skip=return")],
+        &[],
         seconds,
         "planted stale reads",
         true,
