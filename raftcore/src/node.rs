@@ -278,6 +278,9 @@ struct Shared {
     /// Snapshots received and sent, by peer (etcd's
     /// `etcd_network_snapshot_{receive,send}_success`).
     snap_stats: std::sync::Mutex<snapshot::SnapStats>,
+    /// Indexes of the images received and kept (`snap/<index>.snap.db`)
+    /// that may still wait for installation.
+    snap_received_at: std::sync::Mutex<Vec<u64>>,
     /// Set once the log failed to persist: writes are refused from then on.
     poisoned: std::sync::Mutex<Option<String>>,
     /// The member list as of `applied` (crate::membership).
@@ -475,6 +478,7 @@ impl Node {
                 .and_then(|(db, _)| db.path())
                 .and_then(|p| p.parent().map(|d| d.to_path_buf())),
             snap_stats: Default::default(),
+            snap_received_at: Default::default(),
             poisoned: std::sync::Mutex::new(None),
             learner: AtomicBool::new(learner),
             members: RwLock::new(membership),
@@ -1077,6 +1081,7 @@ impl RaftLoop {
         let st = done.applied;
         log.checkpoint(st.index, st.term).await?;
         self.on_image(st, done.image);
+        self.tidy_images(st.index);
         // Compact the in-memory log as etcd does: every --snapshot-count
         // applied entries, keeping --experimental-snapshot-catchup-entries
         // for members that lag (further behind, they get a snapshot). A

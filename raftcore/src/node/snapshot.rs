@@ -184,10 +184,15 @@ pub struct SnapStats {
 
 // ---------------------------------------------------------------- leader
 
+/// How long an image no transfer uses stays on the leader's disk.
+const IMAGE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// An image file made for followers; removed when the last user drops it.
 pub(crate) struct Image {
     path: PathBuf,
     size: u64,
+    /// When the last transfer of it started (or it was made).
+    used: Mutex<std::time::Instant>,
 }
 
 impl Drop for Image {
@@ -463,6 +468,9 @@ impl IncomingSnapshot {
         // Renamed: nothing left to clean up.
         self.file = None;
         let msg = std::mem::take(&mut self.msg);
+        if let Ok(mut p) = node.shared.snap_received_at.lock() {
+            p.push(msg.get_snapshot().get_metadata().index);
+        }
         if let Ok(mut st) = node.shared.snap_stats.lock() {
             *st.received.entry(msg.from).or_default() += 1;
         }
@@ -539,7 +547,42 @@ impl RaftLoop {
         m.term = applied.term;
         m.set_conf_state(conf);
         if let Ok(mut ob) = self.raw.store().outbox.lock() {
-            ob.prepared = Some((snap, Arc::new(Image { path, size })));
+            ob.prepared = Some((
+                snap,
+                Arc::new(Image {
+                    path,
+                    size,
+                    used: Mutex::new(std::time::Instant::now()),
+                }),
+            ));
+        }
+    }
+
+    /// Disk hygiene after each checkpoint: the leader's image goes once no
+    /// transfer has used it for `IMAGE_IDLE` (the next request makes a new
+    /// one); received images at or below `applied` were overtaken by the
+    /// log (raft refuses them) or installed, so their files go too.
+    pub(super) fn tidy_images(&mut self, applied: u64) {
+        if let Ok(mut ob) = self.raw.store().outbox.lock() {
+            let idle = ob.prepared.as_ref().is_some_and(|(_, i)| {
+                Arc::strong_count(i) == 1
+                    && i.used.lock().map_or(true, |t| t.elapsed() >= IMAGE_IDLE)
+            });
+            if idle {
+                ob.prepared = None;
+            }
+        }
+        let Ok(mut pending) = self.shared.snap_received_at.lock() else {
+            return;
+        };
+        if let Some(dir) = &self.shared.snap_dir {
+            pending.retain(|&index| {
+                if index > applied {
+                    return true;
+                }
+                let _ = fs::remove_file(dir.join(image_name(index)));
+                false
+            });
         }
     }
 
@@ -553,6 +596,11 @@ impl RaftLoop {
                 .filter(|(s, _)| s.get_metadata().index == index)
                 .map(|(_, i)| i.clone())
         });
+        if let Some(i) = &image {
+            if let Ok(mut t) = i.used.lock() {
+                *t = std::time::Instant::now();
+            }
+        }
         let sent = match (image, protobuf::Message::write_to_bytes(&m)) {
             (Some(image), Ok(message)) => self
                 .snap_outbound

@@ -323,6 +323,20 @@ fn a_member_behind_a_compacted_log_catches_up_from_a_snapshot() {
         // Writes after the snapshot replicate normally.
         c.write("c", 20).await;
         c.converged().await;
+        // No received image is left once the member is past it.
+        let mut left = Vec::new();
+        for _ in 0..200 {
+            left = std::fs::read_dir(c.dir(f).join("snap"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".snap.db") || n.ends_with(".part"))
+                .collect::<Vec<_>>();
+            if left.is_empty() {
+                break;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        assert!(left.is_empty(), "images left behind: {left:?}");
         // It restarts from the installed image and the WAL after it.
         c.kill(f).await;
         c.start(f).await;
