@@ -30,6 +30,10 @@ pub const SEND_PATH: &str = "/ferrocd.raft.Raft/Send";
 /// Largest batch one call carries; more waits for the next call.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
+/// An idle peer gets an empty batch this often, so that its reachability
+/// is known (membership changes check it, like etcd's transport).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RaftBatch {
     #[prost(bytes = "vec", repeated, tag = "1")]
@@ -78,14 +82,14 @@ pub async fn run_transport(node: Arc<Node>, peers: HashMap<u64, String>) {
     // Per peer: its endpoint and its sender task's queue (dropping the
     // queue ends the task).
     let mut queues: HashMap<u64, (String, async_channel::Sender<Vec<u8>>)> = HashMap::new();
-    let start = |ep: String| {
+    let start = |id: u64, ep: String| {
         let (tx, rx) = async_channel::unbounded::<Vec<u8>>();
-        glommio::spawn_local(peer_sender(ep.clone(), rx, dir.clone())).detach();
+        glommio::spawn_local(peer_sender(id, ep.clone(), rx, dir.clone())).detach();
         (ep, tx)
     };
     for (id, ep) in peers {
         let ep = dir.url(id).unwrap_or(ep);
-        queues.insert(id, start(ep));
+        queues.insert(id, start(id, ep));
     }
     let mut seen = dir.version();
     while let Ok((to, m)) = out.recv().await {
@@ -96,7 +100,7 @@ pub async fn run_transport(node: Arc<Node>, peers: HashMap<u64, String>) {
             for id in ids {
                 if let Some(url) = dir.url(id) {
                     if queues.get(&id).map(|q| &q.0) != Some(&url) {
-                        queues.insert(id, start(url));
+                        queues.insert(id, start(id, url));
                     }
                 }
             }
@@ -108,6 +112,7 @@ pub async fn run_transport(node: Arc<Node>, peers: HashMap<u64, String>) {
 }
 
 async fn peer_sender(
+    id: u64,
     endpoint: String,
     rx: async_channel::Receiver<Vec<u8>>,
     dir: Arc<raftcore::PeerDirectory>,
@@ -123,12 +128,18 @@ async fn peer_sender(
         ..CallOptions::default()
     };
     loop {
-        let Ok(first) = rx.recv().await else {
+        // A message, or after a quiet interval an empty probe batch.
+        let first = futures_lite::future::or(async { rx.recv().await.map(Some) }, async {
+            sleep(PROBE_INTERVAL).await;
+            Ok(None)
+        })
+        .await;
+        let Ok(first) = first else {
             return;
         };
-        let mut size = first.len();
-        let mut msgs = vec![first];
-        while size < MAX_BATCH_BYTES {
+        let mut size = first.as_ref().map_or(0, Vec::len);
+        let mut msgs: Vec<Vec<u8>> = first.into_iter().collect();
+        while !msgs.is_empty() && size < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(m) => {
                     size += m.len();
@@ -149,6 +160,7 @@ async fn peer_sender(
                 Err(_) => {
                     // The peer is down: drop this batch and what queues up
                     // while we wait; Raft resends what matters.
+                    dir.note_down(id);
                     sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     while rx.try_recv().is_ok() {}
@@ -160,13 +172,16 @@ async fn peer_sender(
             let r: Result<RaftAck, Status> =
                 c.unary_with(SEND_PATH, &RaftBatch { msgs }, &opts).await;
             match r {
-                Ok(_) => {}
+                Ok(_) => dir.note_up(id),
                 // The peer refuses us because we were removed from the
                 // cluster (etcd: HTTP 410 from rafthttp): stop.
                 Err(s) if s.message == raftcore::Error::Removed.to_string() => {
                     dir.mark_removed();
                 }
-                Err(_) => client = None,
+                Err(_) => {
+                    dir.note_down(id);
+                    client = None
+                }
             }
         }
     }

@@ -369,6 +369,11 @@ impl Membership {
         self.removed.contains(&id)
     }
 
+    /// The voting members' IDs.
+    pub fn voting_ids(&self) -> Vec<u64> {
+        self.voting().map(|m| m.id).collect()
+    }
+
     fn voting(&self) -> impl Iterator<Item = &MemberInfo> {
         self.members.values().filter(|m| !m.is_learner)
     }

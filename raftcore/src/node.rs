@@ -104,6 +104,10 @@ pub enum Error {
     LearnerNotReady,
     #[error("etcdserver: re-configuration failed due to not enough started members")]
     NotEnoughStarted,
+    /// The change could break the quorum of members this member is
+    /// connected to (etcd's ErrUnhealthy).
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     /// This member was removed from the cluster (etcd's ErrMemberRemoved
     /// text); it stops.
     #[error("the member has been permanently removed from the cluster")]
@@ -149,6 +153,9 @@ pub struct NodeConfig {
     /// `--quota-backend-bytes` resolved: `None` disables the quota (a
     /// negative flag), else the limit in bytes (module `alarm`).
     pub quota_bytes: Option<u64>,
+    /// How long a peer must have been reachable to count as connected for
+    /// `--strict-reconfig-check` (etcd's HealthInterval, 5 s).
+    pub health_interval: Duration,
 }
 
 impl NodeConfig {
@@ -176,6 +183,7 @@ impl NodeConfig {
             snapshot_count: 100_000,
             snapshot_catchup_entries: 5000,
             quota_bytes: Some(DEFAULT_QUOTA_BYTES),
+            health_interval: Duration::from_secs(5),
         }
     }
 }
@@ -2030,6 +2038,12 @@ pub(crate) mod test_cluster {
                 }
             })
             .detach();
+        }
+        // Every peer reachable, as the transport's probes would find.
+        for n in &nodes {
+            for &id in ids {
+                n.peer_directory().note_up(id);
+            }
         }
         (nodes, cut)
     }

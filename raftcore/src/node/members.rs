@@ -45,6 +45,9 @@ pub struct PeerDirectory {
     urls: RwLock<HashMap<u64, String>>,
     version: AtomicU64,
     removed: AtomicBool,
+    /// Since when each peer has answered without a failure in between
+    /// (etcd's transport ActiveSince).
+    active: std::sync::Mutex<HashMap<u64, Instant>>,
 }
 
 impl PeerDirectory {
@@ -68,6 +71,26 @@ impl PeerDirectory {
                 self.version.fetch_add(1, Ordering::AcqRel);
             }
         }
+    }
+
+    /// A call to peer `id` succeeded (the transport also probes idle
+    /// peers, so this keeps being true while the peer is reachable).
+    pub fn note_up(&self, id: u64) {
+        if let Ok(mut a) = self.active.lock() {
+            a.entry(id).or_insert_with(Instant::now);
+        }
+    }
+
+    /// A call to peer `id` failed, or it could not be reached.
+    pub fn note_down(&self, id: u64) {
+        if let Ok(mut a) = self.active.lock() {
+            a.remove(&id);
+        }
+    }
+
+    /// Since when peer `id` has been reachable, if it is.
+    pub fn active_since(&self, id: u64) -> Option<Instant> {
+        self.active.lock().ok()?.get(&id).copied()
     }
 
     /// A peer refused our messages because we were removed: stop.
@@ -174,20 +197,56 @@ impl RaftLoop {
         }
     }
 
+    /// etcd's `isConnectedSince`: this member itself, or a peer reachable
+    /// for longer than the health interval.
+    fn connected(&self, id: u64) -> bool {
+        let me = self.shared.cfg.member_id;
+        let since = Instant::now().checked_sub(self.shared.cfg.health_interval);
+        id == me
+            || self
+                .shared
+                .directory
+                .active_since(id)
+                .zip(since)
+                .is_some_and(|(t, s)| t <= s)
+    }
+
     /// etcd's `mayAddMember` / `mayRemoveMember` / `mayPromoteMember`.
     fn may_change(&self, change: &MemberChange) -> Result<(), Error> {
         let strict = self.shared.cfg.strict_reconfig_check;
         let members = self.shared.members.read().map_err(|_| Error::Stopped)?;
+        let me = self.shared.cfg.member_id;
         match change {
             MemberChange::Add { is_learner, .. } => {
-                if strict && !is_learner && !members.ready_to_add_voter() {
+                if !strict {
+                    return Ok(());
+                }
+                if !is_learner && !members.ready_to_add_voter() {
                     return Err(Error::NotEnoughStarted);
+                }
+                // isConnectedFullySince: every voter reachable.
+                if !members.voting_ids().into_iter().all(|v| self.connected(v)) {
+                    return Err(Error::Unhealthy);
                 }
             }
             MemberChange::Remove { id } => {
                 let learner = members.get(*id).is_some_and(|m| m.is_learner);
-                if strict && !learner && !members.ready_to_remove_voter(*id) {
+                if !strict || learner {
+                    return Ok(());
+                }
+                if !members.ready_to_remove_voter(*id) {
                     return Err(Error::NotEnoughStarted);
+                }
+                // A member that is down is safe to remove.
+                if *id != me && self.shared.directory.active_since(*id).is_none() {
+                    return Ok(());
+                }
+                // The reachable voters minus the removed one must still be
+                // a quorum of the voters.
+                let voters = members.voting_ids();
+                let active = voters.iter().filter(|v| self.connected(**v)).count() as i64;
+                if active - 1 < 1 + (voters.len() as i64 - 1) / 2 {
+                    return Err(Error::Unhealthy);
                 }
             }
             MemberChange::Promote { id } => {
@@ -325,7 +384,8 @@ mod tests {
             .io_memory(1 << 20)
             .spawn(|| async {
                 const IDS: &[u64] = &[11, 22, 33];
-                let (nodes, _cut) = crate::node::test_cluster::start(IDS, |_| {});
+                let (nodes, _cut) =
+                    crate::node::test_cluster::start(IDS, |c| c.health_interval = Duration::ZERO);
                 for n in &nodes {
                     assert!(n.wait_leader(Duration::from_secs(5)).await);
                 }

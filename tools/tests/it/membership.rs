@@ -74,6 +74,22 @@ fn ctl_full(ep: &str, args: &[&str]) -> CtlOutput {
     etcdctl(Some(ep), &strings(args), None)
 }
 
+/// Like `ctl_full`, retried while the member answers "unhealthy cluster"
+/// (as etcd, right after start-up a member counts its peers as connected
+/// only once they have been reachable for 5 s).
+fn ctl_when_healthy(ep: &str, args: &[&str]) -> CtlOutput {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let out = ctl_full(ep, args);
+        if !String::from_utf8_lossy(&out.stderr).contains("etcdserver: unhealthy cluster")
+            || Instant::now() > deadline
+        {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn stdout(o: &CtlOutput) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -123,7 +139,7 @@ fn replace_a_member_like_the_seed_guide() {
 
     // 1. member remove: etcdctl's message; the removed member stops itself
     //    with etcd's message and exit status 0.
-    let out = ctl_full(&c.ep(other), &["member", "remove", &format!("{old_id:x}")]);
+    let out = ctl_when_healthy(&c.ep(other), &["member", "remove", &format!("{old_id:x}")]);
     assert_eq!(out.code, 0, "member remove: {}", stderr(&out));
     assert_eq!(
         stdout(&out).trim(),
@@ -194,7 +210,7 @@ fn replace_a_member_like_the_seed_guide() {
     //    member add with the same peer URL.
     let name = c.members[victim].name.clone();
     let peer_url = format!("http://127.0.0.1:{}", c.members[victim].peer);
-    let out = ctl_full(
+    let out = ctl_when_healthy(
         &c.ep(other),
         &["member", "add", &name, "--peer-urls", &peer_url],
     );
@@ -319,6 +335,38 @@ fn replace_a_member_like_the_seed_guide() {
         )) && log.contains("discovery failed"),
         "{log}"
     );
+
+    // 6. Quorum protection (--strict-reconfig-check) with `other` down:
+    //    adding a member, or removing a running one, could lose quorum;
+    //    refused with etcd's error.
+    let live: Vec<usize> = (0..3).filter(|&i| i != other).collect();
+    let l = c.wait_converged(&live);
+    let running = live.iter().copied().find(|&i| i != l).expect("a follower");
+    let running_id = c.status(running).expect("status").0;
+    for args in [
+        vec![
+            "member".to_string(),
+            "add".into(),
+            "m9".into(),
+            "--peer-urls".into(),
+            "http://127.0.0.19:9".into(),
+        ],
+        vec![
+            "member".to_string(),
+            "remove".into(),
+            format!("{running_id:x}"),
+        ],
+    ] {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let text = eventually(20, "refused as unhealthy", &c, || {
+            let out = ctl_full(&c.ep(l), &a);
+            let e = stderr(&out);
+            (out.code != 0 && e.contains("Error: etcdserver: unhealthy cluster")).then_some(e)
+        });
+        assert!(!text.is_empty());
+    }
+    let (_, rows) = list_json(&c.ep(l)).expect("member list");
+    assert_eq!(rows.len(), 3, "nothing changed: {rows:?}");
 }
 
 #[test]
@@ -334,7 +382,7 @@ fn learner_is_added_refused_while_behind_then_promoted_and_updated() {
     let (cid, _) = list_json(&c.ep(leader)).expect("list");
     let l = c.add_slot("m4");
     let peer_url = format!("http://127.0.0.1:{}", c.members[l].peer);
-    let out = ctl_full(
+    let out = ctl_when_healthy(
         &c.ep(follower),
         &["member", "add", "m4", "--learner", "--peer-urls", &peer_url],
     );
@@ -368,7 +416,7 @@ fn learner_is_added_refused_while_behind_then_promoted_and_updated() {
         "{}",
         stderr(&out)
     );
-    let out = ctl_full(
+    let out = ctl_when_healthy(
         &c.ep(leader),
         &[
             "member",
@@ -434,7 +482,7 @@ fn learner_is_added_refused_while_behind_then_promoted_and_updated() {
     // the cluster reaches it there.
     let new_peer = crate::harness::free_port();
     let new_url = format!("http://127.0.0.1:{new_peer}");
-    let out = ctl_full(
+    let out = ctl_when_healthy(
         &c.ep(leader),
         &[
             "member",
