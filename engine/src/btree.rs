@@ -173,6 +173,8 @@ mod tree;
 mod tests;
 
 pub use cursor::{Entry, Range};
+#[cfg(feature = "failpoints")]
+pub use db::fp::arm_all_threads as arm_failpoints_on_all_threads;
 pub use db::{CompactReport, Db, IntegrityReport, Options, ReadMode, ReadTxn, Stats, WriteTxn};
 pub use error::BtreeError;
 

@@ -285,3 +285,166 @@ fn copy_image(db: &Db, path: PathBuf) -> Result<(PathBuf, u64), String> {
         .map_err(|e| format!("cannot copy the backend to {}: {e}", path.display()))?;
     Ok((path, r.compacted_file_size))
 }
+
+/// A B-tree checkpoint that fails (the engine's `btree::commit::*`
+/// failpoints, armed for the backend thread) poisons the member: writes are
+/// refused with a clear error, reads are served, and a restart from the
+/// data on disk (the last good checkpoint + the WAL) has every acknowledged
+/// write with its revision and takes writes again.
+#[cfg(all(test, feature = "failpoints"))]
+mod poison_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use engine::btree::{Db, Options};
+    use engine::mvcc::{PutRequest, RangeRequest};
+    use engine::wal::{Wal, WalOptions};
+    use glommio::timer::sleep;
+    use glommio::LocalExecutorBuilder;
+
+    use super::CheckpointConfig;
+    use crate::log_store::LogError;
+    use crate::wal_log::{bootstrap_log, records_of, recover, WalLog, WalMetadata};
+    use crate::{Error, Node, NodeConfig, Recovered};
+
+    fn all() -> RangeRequest {
+        RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        }
+    }
+
+    /// Starts a member on `dir` (B-tree + WAL), runs `f` on it.
+    fn with_member<T: Send + 'static, F>(dir: std::path::PathBuf, f: fn(Arc<Node>) -> F) -> T
+    where
+        F: std::future::Future<Output = T> + 'static,
+    {
+        LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let wopts = WalOptions {
+                    segment_size: 1 << 16,
+                    ..Default::default()
+                };
+                let db = Arc::new(Db::open(dir.join("db"), Options::default()).unwrap());
+                let (store, applied) = engine::mvcc::load(&db).unwrap();
+                let wd = dir.join("wal");
+                let (wal, log) = if Wal::exists(&wd) {
+                    let (wal, rec) = Wal::open(&wd, wopts).await.unwrap();
+                    (wal, recover(&rec).unwrap().1)
+                } else {
+                    let meta = WalMetadata {
+                        cluster_id: 1,
+                        member_id: 7,
+                    };
+                    let log = bootstrap_log(&[7]).unwrap();
+                    let wal = Wal::create(&wd, &meta.encode(), wopts).await.unwrap();
+                    wal.append(&records_of(&log)).await.unwrap();
+                    (wal, log)
+                };
+                let rec = Recovered {
+                    store,
+                    applied,
+                    backend: Some((
+                        db,
+                        CheckpointConfig {
+                            interval: Duration::from_millis(5),
+                            limit: 10,
+                        },
+                    )),
+                    ..Default::default()
+                };
+                let (node, lp) = Node::start_with(NodeConfig::new(1, 7), log, rec).unwrap();
+                glommio::spawn_local(async move {
+                    let _ = lp.run(WalLog::new(wal)).await;
+                })
+                .detach();
+                assert!(node.wait_leader(Duration::from_secs(10)).await);
+                f(node).await
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    async fn put(node: &Node, k: String) -> Result<i64, Error> {
+        node.put(PutRequest {
+            key: k.into_bytes(),
+            value: vec![b'v'; 100],
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.revision)
+    }
+
+    #[test]
+    fn a_failed_checkpoint_poisons_writes_keeps_reads_and_restart_recovers() {
+        let dir = std::env::temp_dir().join(format!("raftcore-ckpt-poison-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let scenario = fail::FailScenario::setup();
+        for site in [
+            "btree::commit::after_pages",
+            "btree::commit::before_meta",
+            "btree::meta::flip",
+        ] {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            fail::cfg(site, "return").unwrap();
+            let (acked, msg, reads) = with_member(dir.clone(), |node| async move {
+                let mut acked = Vec::new();
+                for i in 0..20 {
+                    acked.push((
+                        format!("k{i:02}"),
+                        put(&node, format!("k{i:02}")).await.unwrap(),
+                    ));
+                }
+                // Fail every checkpoint from now on: the next one poisons.
+                engine::btree::arm_failpoints_on_all_threads(true);
+                let mut msg = String::new();
+                for i in 20..2000 {
+                    match put(&node, format!("k{i:04}")).await {
+                        Ok(rev) => acked.push((format!("k{i:04}"), rev)),
+                        Err(Error::Log(LogError::Poisoned(m))) => {
+                            msg = m;
+                            break;
+                        }
+                        Err(e) => panic!("unexpected error {e}"),
+                    }
+                    sleep(Duration::from_millis(1)).await;
+                }
+                engine::btree::arm_failpoints_on_all_threads(false);
+                // Still refused (the member stays poisoned), still readable.
+                let again = put(&node, "after".into()).await;
+                assert!(
+                    matches!(again, Err(Error::Log(LogError::Poisoned(_)))),
+                    "{again:?}"
+                );
+                let reads = node.range(&all(), false).await.unwrap().kvs.len();
+                (acked, msg, reads)
+            });
+            assert!(
+                msg.contains("backend") && msg.contains("failpoint"),
+                "{site}: {msg}"
+            );
+            assert_eq!(reads, acked.len(), "{site}: reads after the poison");
+            fail::remove(site);
+            // Restart: the last good checkpoint plus the WAL tail.
+            let (found, wrote) = with_member(dir.clone(), |node| async move {
+                let kvs = node.range(&all(), false).await.unwrap().kvs;
+                let found: Vec<(String, i64)> = kvs
+                    .into_iter()
+                    .map(|kv| (String::from_utf8(kv.key).unwrap(), kv.mod_revision))
+                    .collect();
+                (found, put(&node, "after-restart".into()).await.is_ok())
+            });
+            let mut acked = acked;
+            acked.sort();
+            assert_eq!(found, acked, "{site}: acknowledged writes after restart");
+            assert!(wrote, "{site}: writes after restart");
+        }
+        scenario.teardown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

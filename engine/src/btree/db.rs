@@ -18,13 +18,21 @@ use super::storage::{self, FileStorage, Mapping, Storage};
 use super::tree::{Alloc, Cow, MemValue, NodeRef, Src, ValRef, MAX_DEPTH};
 
 /// Failpoints are process-global; a test arms them for its own thread so that
-/// other tests committing concurrently in the same binary are not hit.
+/// other tests committing concurrently in the same binary are not hit, or
+/// (tests of the layers above, whose commits run on a thread they do not
+/// own) for every thread of the process.
 #[cfg(feature = "failpoints")]
 pub(crate) mod fp {
     use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, Ordering};
     thread_local!(static ARMED: Cell<bool> = const { Cell::new(false) });
+    static ALL: AtomicBool = AtomicBool::new(false);
     pub(crate) fn armed() -> bool {
-        ARMED.with(|a| a.get())
+        ALL.load(Ordering::SeqCst) || ARMED.with(|a| a.get())
+    }
+    /// Arms the B-tree failpoints on every thread (feature `failpoints`).
+    pub fn arm_all_threads(on: bool) {
+        ALL.store(on, Ordering::SeqCst);
     }
     #[cfg(test)]
     pub(crate) fn arm(on: bool) {

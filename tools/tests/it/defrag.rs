@@ -196,15 +196,39 @@ fn run(server: &mut Server, keys: usize) -> Outcome {
         .filter(|a| a.end >= t0 && a.start <= t1)
         .map(|a| a.end - a.start)
         .fold(0.0, f64::max);
+    let pct = |mut v: Vec<f64>, p: f64| -> f64 {
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    };
+    let during: Vec<f64> = acks
+        .iter()
+        .filter(|a| a.end >= t0 && a.start <= t1)
+        .map(|a| (a.end - a.start) * 1e3)
+        .collect();
+    let outside: Vec<f64> = acks
+        .iter()
+        .filter(|a| !(a.end >= t0 && a.start <= t1))
+        .map(|a| (a.end - a.start) * 1e3)
+        .collect();
     eprintln!(
         "[defrag] {label}: keys={keys} dbSize {} -> {} (in use {} -> {}), etcdctl defrag wall {:.3} s, \
-         acks inside the window {acks_inside}, longest put overlapping it {:.3} s, acked {acked}, failed {failed}",
+         acks inside the window {acks_inside}, longest put overlapping it {:.3} s, acked {acked}, failed {failed}; \
+         put latency ms during (n={}) p50 {:.2} p99 {:.2}, outside (n={}) p50 {:.2} p99 {:.2}",
         before.0,
         after.0,
         before.1,
         after.1,
         t1 - t0,
-        max_latency_overlapping
+        max_latency_overlapping,
+        during.len(),
+        pct(during.clone(), 0.5),
+        pct(during, 0.99),
+        outside.len(),
+        pct(outside.clone(), 0.5),
+        pct(outside, 0.99),
     );
     // Every acknowledged key survives a restart.
     server.restart();
