@@ -203,10 +203,17 @@ impl Wal {
             let f = SegFile::open(&path, opts.sync).await?;
             let head = f.read_prefix(BLOCK).await?;
             let h = SegmentHeader::decode(&head).map_err(|w| WalError::corrupt(&path, 0, w))?;
-            let bytes = f.read_prefix(len.min(h.segment_size)).await?;
-            let scan = recovery::scan_segment(&bytes, nonce)
-                .map_err(|(o, w)| WalError::corrupt(&path, o, w))?;
-            drop(bytes);
+            // Scanned through a bounded window of ordinary reads (this runs
+            // once, before the log serves anything).
+            let reader = fs::File::open(&path).map_err(|e| WalError::io("open", &path, e))?;
+            let scan =
+                recovery::scan_segment(recovery::FileWindow::new(&reader), nonce).map_err(|e| {
+                    match e {
+                        recovery::ScanError::Corrupt(o, w) => WalError::corrupt(&path, o, w),
+                        recovery::ScanError::Io(e) => WalError::io("read", &path, e),
+                    }
+                })?;
+            drop(reader);
             nonce = Some(h.nonce);
             if h.seq != seq || h.first_index != first_index {
                 return Err(WalError::corrupt(

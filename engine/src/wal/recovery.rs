@@ -32,15 +32,98 @@ pub(super) struct SegmentScan {
     pub nonzero_end: u64,
 }
 
-/// Scans a segment. `bytes` is the file's content (it may be shorter than the
-/// segment size if the file was cut; the rest reads as zeros). `Err` is
-/// `(offset, what)` of corruption that is not a tail question: a bad header,
-/// or a valid batch after the place where the valid batches stop.
-pub(super) fn scan_segment(bytes: &[u8], nonce: Option<u64>) -> Result<SegmentScan, (u64, String)> {
-    let header = SegmentHeader::decode(bytes).map_err(|w| (0, w))?;
+/// Where a scan reads a segment's bytes from: a byte slice (tests, and
+/// anything already in memory) or the file itself through a bounded window
+/// (`FileWindow`), so opening a 64 MiB segment does not hold 64 MiB.
+pub(super) trait SegmentSource {
+    /// Up to `len` bytes at `pos`; fewer (possibly none) where the file ends.
+    /// The slice is valid until the next call.
+    fn bytes_at(&mut self, pos: u64, len: usize) -> std::io::Result<&[u8]>;
+}
+
+impl SegmentSource for &[u8] {
+    fn bytes_at(&mut self, pos: u64, len: usize) -> std::io::Result<&[u8]> {
+        let start = (pos as usize).min(self.len());
+        let end = start.saturating_add(len).min(self.len());
+        Ok(&self[start..end])
+    }
+}
+
+/// A segment file read through one reusable buffer of at least
+/// `WINDOW` bytes (larger only while one batch needs more).
+pub(super) struct FileWindow<'a> {
+    file: &'a std::fs::File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    base: u64,
+}
+
+/// Read size of a `FileWindow`.
+const WINDOW: usize = 1 << 20;
+
+impl<'a> FileWindow<'a> {
+    pub fn new(file: &'a std::fs::File) -> FileWindow<'a> {
+        FileWindow {
+            file,
+            buf: Vec::new(),
+            base: 0,
+        }
+    }
+}
+
+impl SegmentSource for FileWindow<'_> {
+    fn bytes_at(&mut self, pos: u64, len: usize) -> std::io::Result<&[u8]> {
+        let have = pos >= self.base && pos + len as u64 <= self.base + self.buf.len() as u64;
+        if !have {
+            use std::os::unix::fs::FileExt;
+            let want = len.max(WINDOW);
+            self.buf.resize(want, 0);
+            let mut got = 0;
+            while got < want {
+                match self.file.read_at(&mut self.buf[got..], pos + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.buf.truncate(got);
+            self.base = pos;
+        }
+        let start = ((pos - self.base) as usize).min(self.buf.len());
+        let end = start.saturating_add(len).min(self.buf.len());
+        Ok(&self.buf[start..end])
+    }
+}
+
+/// Why a scan failed.
+#[derive(Debug)]
+pub(super) enum ScanError {
+    /// Corruption that is not a tail question: a bad header, or a valid batch
+    /// after the place where the valid batches stop.
+    Corrupt(u64, String),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ScanError {
+    fn from(e: std::io::Error) -> ScanError {
+        ScanError::Io(e)
+    }
+}
+
+/// Scans a segment read from `src` (which may end before the segment size
+/// if the file was cut; the rest reads as zeros). Reads the whole segment,
+/// one window at a time: the valid batches, then every block after them
+/// (no valid batch may follow the end; the tail's last non-zero block).
+pub(super) fn scan_segment(
+    mut src: impl SegmentSource,
+    nonce: Option<u64>,
+) -> Result<SegmentScan, ScanError> {
+    let header = SegmentHeader::decode(src.bytes_at(0, BLOCK as usize)?)
+        .map_err(|w| ScanError::Corrupt(0, w))?;
     if let Some(n) = nonce {
         if header.nonce != n {
-            return Err((
+            return Err(ScanError::Corrupt(
                 0,
                 format!(
                     "segment nonce {:#x} differs from the wal's {n:#x}",
@@ -51,81 +134,90 @@ pub(super) fn scan_segment(bytes: &[u8], nonce: Option<u64>) -> Result<SegmentSc
     }
     // Never look past the preallocated size, whatever the file length is.
     let size = header.segment_size;
-    let bytes = bytes.get(..bytes.len().min(size as usize)).unwrap_or(bytes);
     let mut batches = Vec::new();
     let mut pos = BLOCK;
     let mut damage = None;
     while pos + BATCH_HEADER_LEN as u64 <= size {
-        let at = bytes.get(pos as usize..).unwrap_or(&[]);
-        match BatchHeader::probe(at, header.nonce) {
+        match BatchHeader::probe(src.bytes_at(pos, BATCH_HEADER_LEN)?, header.nonce) {
             BatchProbe::Zero => break,
             BatchProbe::Bad(what) => {
                 damage = Some(what.to_string());
                 break;
             }
-            BatchProbe::Valid(h) => match decode_body(at, &h, pos, size) {
-                Ok(records) => {
-                    batches.push(ScannedBatch {
-                        offset: pos,
-                        seq: h.seq,
-                        records,
-                    });
-                    pos += h.padded_len();
+            BatchProbe::Valid(h) => {
+                let body = if pos + h.padded_len() > size {
+                    Err(format!(
+                        "body of {} bytes runs past the end of the segment",
+                        h.body_len
+                    ))
+                } else {
+                    let at = src.bytes_at(pos, BATCH_HEADER_LEN + h.body_len as usize)?;
+                    decode_body(at, &h, pos)
+                };
+                match body {
+                    Ok(records) => {
+                        batches.push(ScannedBatch {
+                            offset: pos,
+                            seq: h.seq,
+                            records,
+                        });
+                        pos += h.padded_len();
+                    }
+                    Err(what) => {
+                        damage = Some(format!("batch seq {}: {what}", h.seq));
+                        break;
+                    }
                 }
-                Err(what) => {
-                    damage = Some(format!("batch seq {}: {what}", h.seq));
-                    break;
-                }
-            },
+            }
         }
     }
     let end = pos.min(size);
     // Nothing after `end` may be a batch of this WAL: by I3 only the batch
     // being written at `end` can have left bytes there, and its later blocks
-    // hold record bytes, not headers that pass our nonce'd crc.
-    let mut b = end + BLOCK;
-    while b + BATCH_HEADER_LEN as u64 <= size {
-        if let BatchProbe::Valid(h) =
-            BatchHeader::probe(bytes.get(b as usize..).unwrap_or(&[]), header.nonce)
-        {
-            let why = damage.as_deref().unwrap_or("zero header (missing batch)");
-            return Err((
-                end,
-                format!(
-                    "{why} at offset {end}, but a valid batch (seq {}) follows at offset {b}",
-                    h.seq
-                ),
-            ));
+    // hold record bytes, not headers that pass our nonce'd crc. The same
+    // pass finds the last non-zero byte of the tail.
+    let mut nonzero_end = end;
+    let mut chunk_at = end;
+    while chunk_at < size {
+        let want = (size - chunk_at).min(WINDOW as u64) as usize;
+        let chunk = src.bytes_at(chunk_at, want)?;
+        if chunk.is_empty() {
+            break; // the file ends here: the rest reads as zeros
         }
-        b += BLOCK;
+        if let Some(i) = chunk.iter().rposition(|&x| x != 0) {
+            nonzero_end = chunk_at + format::align_up(i as u64 + 1);
+        }
+        // Blocks are BLOCK-aligned and `end`, `chunk_at` are too.
+        let mut off = 0usize;
+        while off < chunk.len() {
+            let b = chunk_at + off as u64;
+            if b > end && b + BATCH_HEADER_LEN as u64 <= size {
+                if let BatchProbe::Valid(h) = BatchHeader::probe(&chunk[off..], header.nonce) {
+                    let why = damage.as_deref().unwrap_or("zero header (missing batch)");
+                    return Err(ScanError::Corrupt(
+                        end,
+                        format!(
+                            "{why} at offset {end}, but a valid batch (seq {}) follows at offset {b}",
+                            h.seq
+                        ),
+                    ));
+                }
+            }
+            off += BLOCK as usize;
+        }
+        chunk_at += chunk.len() as u64;
     }
-    let tail = bytes.get(end as usize..).unwrap_or(&[]);
-    let nonzero_end = match tail.iter().rposition(|&x| x != 0) {
-        Some(i) => end + format::align_up(i as u64 + 1),
-        None => end,
-    };
     Ok(SegmentScan {
         batches,
         end,
         damage,
-        nonzero_end,
+        nonzero_end: nonzero_end.min(format::align_up(size)),
     })
 }
 
 /// Decodes a batch body: exactly `count` valid records filling exactly
-/// `body_len` bytes, all inside the segment.
-fn decode_body(
-    at: &[u8],
-    h: &BatchHeader,
-    pos: u64,
-    size: u64,
-) -> Result<Vec<(u64, Record)>, String> {
-    if pos + h.padded_len() > size {
-        return Err(format!(
-            "body of {} bytes runs past the end of the segment",
-            h.body_len
-        ));
-    }
+/// `body_len` bytes (the caller checked that they lie inside the segment).
+fn decode_body(at: &[u8], h: &BatchHeader, pos: u64) -> Result<Vec<(u64, Record)>, String> {
     if h.count == 0 {
         return Err("empty batch".into());
     }
@@ -333,7 +425,7 @@ mod tests {
             &[Record::Metadata(Bytes::from_static(b"m"))],
         );
         let p = put_batch(&mut b, p, 2, &[e(1), e(2)]);
-        let s = scan_segment(&b, Some(NONCE)).unwrap();
+        let s = scan_segment(&b[..], Some(NONCE)).unwrap();
         assert_eq!(s.batches.len(), 2);
         assert_eq!(s.end, p);
         assert_eq!(s.damage, None);
@@ -346,7 +438,7 @@ mod tests {
         let p = put_batch(&mut b, BLOCK, 1, &[e(1)]);
         let q = put_batch(&mut b, p, 2, &[e(2)]);
         b[p as usize + BATCH_HEADER_LEN + 20] ^= 1;
-        let s = scan_segment(&b, Some(NONCE)).unwrap();
+        let s = scan_segment(&b[..], Some(NONCE)).unwrap();
         assert_eq!(s.batches.len(), 1);
         assert_eq!(s.end, p);
         assert!(s.damage.is_some());
@@ -360,7 +452,9 @@ mod tests {
         let q = put_batch(&mut b, p, 2, &[e(2)]);
         put_batch(&mut b, q, 3, &[e(3)]);
         b[p as usize + BATCH_HEADER_LEN + 20] ^= 1;
-        let (off, what) = scan_segment(&b, Some(NONCE)).unwrap_err();
+        let Err(ScanError::Corrupt(off, what)) = scan_segment(&b[..], Some(NONCE)) else {
+            panic!("expected corruption")
+        };
         assert_eq!(off, p);
         assert!(what.contains("valid batch (seq 3)"), "{what}");
     }
@@ -372,7 +466,7 @@ mod tests {
         let q = put_batch(&mut b, p, 2, &[e(2)]);
         put_batch(&mut b, q, 3, &[e(3)]);
         b[p as usize..q as usize].fill(0);
-        assert!(scan_segment(&b, Some(NONCE)).is_err());
+        assert!(scan_segment(&b[..], Some(NONCE)).is_err());
     }
 
     #[test]
@@ -380,10 +474,10 @@ mod tests {
         let mut b = seg();
         let p = put_batch(&mut b, BLOCK, 1, &[e(1)]);
         put_batch(&mut b, p, 2, &[e(2)]);
-        let s = scan_segment(&b, Some(NONCE)).unwrap();
+        let s = scan_segment(&b[..], Some(NONCE)).unwrap();
         assert_eq!(s.batches.len(), 2);
         assert!(
-            scan_segment(&b, Some(NONCE + 1)).is_err(),
+            scan_segment(&b[..], Some(NONCE + 1)).is_err(),
             "segment nonce must match"
         );
     }
@@ -406,6 +500,71 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    /// The file scan (bounded window) finds exactly what the in-memory scan
+    /// finds, with batches larger than the window and a tail beyond it.
+    #[test]
+    fn file_window_scan_equals_slice_scan() {
+        let size = 4u64 << 20;
+        let mut b = SegmentHeader {
+            seq: 0,
+            first_index: 1,
+            nonce: NONCE,
+            segment_size: size,
+        }
+        .encode_block();
+        b.resize(size as usize, 0);
+        let big = Record::Entry(Entry {
+            index: 2,
+            term: 1,
+            data: Bytes::from(vec![7u8; (WINDOW * 3) / 2]),
+        });
+        let p = put_batch(&mut b, BLOCK, 1, &[e(1)]);
+        let p = put_batch(&mut b, p, 2, &[big]);
+        let q = put_batch(&mut b, p, 3, &[e(3)]);
+        let r = put_batch(&mut b, q, 4, &[e(4)]);
+        let path = std::env::temp_dir().join(format!("ferrocd-scan-{}", std::process::id()));
+        let summary = |s: &SegmentScan| {
+            (
+                s.batches
+                    .iter()
+                    .map(|b| (b.offset, b.seq, b.records.len()))
+                    .collect::<Vec<_>>(),
+                s.end,
+                s.damage.clone(),
+                s.nonzero_end,
+            )
+        };
+        let by_file = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            let f = std::fs::File::open(&path).unwrap();
+            scan_segment(FileWindow::new(&f), Some(NONCE))
+        };
+        // Clean, then a torn last batch, then a file cut inside the big batch.
+        let clean = scan_segment(&b[..], Some(NONCE)).unwrap();
+        assert_eq!(clean.end, r);
+        assert_eq!(summary(&by_file(&b).unwrap()), summary(&clean));
+        let mut torn = b.clone();
+        torn[q as usize + BATCH_HEADER_LEN + 3] ^= 0xff;
+        let t = scan_segment(&torn[..], Some(NONCE)).unwrap();
+        assert_eq!((t.end, t.nonzero_end), (q, r));
+        assert_eq!(summary(&by_file(&torn).unwrap()), summary(&t));
+        let cut = &b[..(p as usize + WINDOW)];
+        let c = scan_segment(cut, Some(NONCE)).unwrap();
+        assert_eq!(summary(&by_file(cut).unwrap()), summary(&c));
+        // Damage in the big batch with valid batches after it, beyond the
+        // first window: corrupt, at the same offset both ways.
+        let mut mid = b.clone();
+        mid[p as usize + BATCH_HEADER_LEN + 10] ^= 0xff;
+        let Err(ScanError::Corrupt(o1, _)) = scan_segment(&mid[..], Some(NONCE)) else {
+            panic!("expected corruption")
+        };
+        let Err(ScanError::Corrupt(o2, w)) = by_file(&mid) else {
+            panic!("expected corruption")
+        };
+        assert_eq!((o1, o2), (p, p), "{w}");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
