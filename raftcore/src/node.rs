@@ -36,6 +36,8 @@ mod alarm;
 mod defrag;
 mod lease;
 mod members;
+#[cfg(test)]
+mod sim;
 mod snapshot;
 
 use crate::checkpoint::{CheckpointConfig, Checkpointer, Done};
