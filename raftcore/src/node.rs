@@ -145,6 +145,12 @@ pub struct NodeConfig {
     /// `--strict-reconfig-check`: refuse membership changes that could
     /// lose quorum (etcd's default: on).
     pub strict_reconfig_check: bool,
+    /// `--initial-election-tick-advance` (etcd's default: on): once this
+    /// member's transport reaches more than one peer after start, it
+    /// fast-forwards `election_ticks - 2` ticks, so a fresh cluster elects
+    /// its first leader after a few ticks instead of a whole election
+    /// timeout (etcd's `adjustTicks`).
+    pub initial_election_tick_advance: bool,
     /// `--snapshot-count`: applied entries between two compactions of the
     /// in-memory Raft log (etcd: 100000).
     pub snapshot_count: u64,
@@ -182,6 +188,7 @@ impl NodeConfig {
             client_urls: Vec::new(),
             lease_checkpoint_interval: engine::lease::DEFAULT_CHECKPOINT_INTERVAL,
             strict_reconfig_check: true,
+            initial_election_tick_advance: true,
             snapshot_count: 100_000,
             snapshot_catchup_entries: 5000,
             quota_bytes: Some(DEFAULT_QUOTA_BYTES),
@@ -297,6 +304,8 @@ struct Shared {
     members: Members,
     /// Peer addresses for the transport; the removed flag.
     directory: Arc<PeerDirectory>,
+    /// Election ticks fast-forwarded at start (`TickAdvance`), 0 if none.
+    ticks_advanced: AtomicU64,
     /// This member is a learner in the applied configuration (read on
     /// every client request; written where `members` changes).
     learner: AtomicBool,
@@ -493,6 +502,7 @@ impl Node {
             learner: AtomicBool::new(learner),
             members: RwLock::new(membership),
             directory,
+            ticks_advanced: AtomicU64::new(0),
             next_id: AtomicU64::new(first_proposal_id()),
             watch,
             lessor: std::sync::Mutex::new(lessor),
@@ -894,6 +904,57 @@ pub struct Recovered {
     pub members: Option<engine::members::MembersState>,
 }
 
+/// etcd's `adjustTicks` for `--initial-election-tick-advance`: for up to
+/// 5 s after start (rafthttp's ConnReadTimeout), once more than one peer is
+/// reachable and no leader is known yet, fast-forward `election_ticks - 2`
+/// ticks (2 spare, in case a leader's first message is just slow). Once.
+struct TickAdvance {
+    until: Option<Instant>,
+    ticks: usize,
+}
+
+impl TickAdvance {
+    fn new(cfg: &NodeConfig) -> TickAdvance {
+        TickAdvance {
+            until: cfg
+                .initial_election_tick_advance
+                .then(|| Instant::now() + Duration::from_secs(5)),
+            ticks: cfg.election_ticks.saturating_sub(2),
+        }
+    }
+
+    /// How many extra ticks to give now (0 almost always).
+    fn ticks_due(
+        &mut self,
+        raw: &RawNode<SnapStorage>,
+        directory: &PeerDirectory,
+        now: Instant,
+    ) -> usize {
+        let Some(until) = self.until else {
+            return 0;
+        };
+        if now > until || raw.raft.leader_id != 0 {
+            self.until = None;
+            return 0;
+        }
+        let me = raw.raft.id;
+        let voters = raw.raft.prs().conf().voters().ids();
+        if voters.len() < 2 {
+            self.until = None;
+            return 0;
+        }
+        let active = voters
+            .iter()
+            .filter(|&id| id != me && directory.active_since(id).is_some())
+            .count();
+        if active > 1 {
+            self.until = None;
+            return self.ticks;
+        }
+        0
+    }
+}
+
 impl RaftLoop {
     /// Runs until every `Node` handle is dropped or the log fails. `log` is
     /// passed here rather than to `Node::new` because a file-backed log
@@ -909,6 +970,7 @@ impl RaftLoop {
         if self.raw.raft.prs().conf().voters().ids().len() == 1 {
             self.raw.campaign()?;
         }
+        let mut advance = TickAdvance::new(&self.shared.cfg);
         let mut next_tick = Instant::now() + tick;
         loop {
             let now = Instant::now();
@@ -916,6 +978,15 @@ impl RaftLoop {
                 self.raw.tick();
                 self.lease_tick();
                 next_tick = now + tick;
+                let n = advance.ticks_due(&self.raw, &self.shared.directory, now);
+                for _ in 0..n {
+                    self.raw.tick();
+                }
+                if n > 0 {
+                    self.shared
+                        .ticks_advanced
+                        .store(n as u64, Ordering::Release);
+                }
             } else if !self.raw.has_ready() {
                 let wait = next_tick - now;
                 let ckpt = self.checkpointer.as_mut().filter(|c| c.in_flight());
@@ -1912,6 +1983,35 @@ mod cluster_tests {
             sleep(Duration::from_millis(10)).await;
         }
         panic!("no common leader");
+    }
+
+    /// `--initial-election-tick-advance`: with both peers reachable at start
+    /// (the in-process network marks them so), every member fast-forwards
+    /// `election_ticks - 2` ticks once; with the flag off, none does.
+    #[test]
+    fn initial_election_tick_advance_fast_forwards_once_peers_are_up() {
+        LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn(|| async {
+                const ON: &[u64] = &[11, 22, 33];
+                const OFF: &[u64] = &[44, 55, 66];
+                let (on, _) = super::test_cluster::start(ON, |c| c.election_ticks = 30);
+                let (off, _) = super::test_cluster::start(OFF, |c| {
+                    c.election_ticks = 30;
+                    c.initial_election_tick_advance = false;
+                });
+                leader_of(&on).await;
+                leader_of(&off).await;
+                for n in &on {
+                    assert_eq!(n.ticks_advanced(), 28, "member {}", n.config().member_id);
+                }
+                for n in &off {
+                    assert_eq!(n.ticks_advanced(), 0, "member {}", n.config().member_id);
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

@@ -157,6 +157,12 @@ impl Node {
         self.shared.directory.clone()
     }
 
+    /// Election ticks fast-forwarded at start by
+    /// `--initial-election-tick-advance` (0 if none).
+    pub fn ticks_advanced(&self) -> u64 {
+        self.shared.ticks_advanced.load(Ordering::Acquire)
+    }
+
     /// Whether this member is a learner in the applied configuration.
     pub fn is_learner(&self) -> bool {
         self.shared.learner.load(Ordering::Acquire)

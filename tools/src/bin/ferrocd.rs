@@ -359,6 +359,10 @@ fn run(cfg: &Config) -> Result<(), String> {
         cfg.flag("strict-reconfig-check"),
         Some(tools::flags::Value::Bool(false))
     );
+    node_cfg.initial_election_tick_advance = !matches!(
+        cfg.flag("initial-election-tick-advance"),
+        Some(tools::flags::Value::Bool(false))
+    );
     node_cfg.name = cfg.name.clone();
     // etcd: 0 means the default for both.
     if cfg.snapshot_count > 0 {
