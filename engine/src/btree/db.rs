@@ -350,6 +350,13 @@ impl Db {
         self.poisoned.load(Ordering::SeqCst)
     }
 
+    /// Bytes of the pages the last commit uses, free ones included
+    /// (`page_count × page size`: bbolt's `Size()`, etcd's quota measure).
+    /// Cheaper than [`stats`](Db::stats): no system call.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.inner().state().meta.page_count * PAGE
+    }
+
     /// Sizes of the last commit.
     pub fn stats(&self) -> Result<Stats, BtreeError> {
         let inner = self.inner();

@@ -138,8 +138,7 @@ impl Node {
     /// file's last commit (bbolt's `Size()`).
     fn quota_size(&self) -> Option<u64> {
         let db = self.shared.db.read().ok()?.clone()?;
-        let st = db.stats().ok()?;
-        Some(st.page_count * st.page_size)
+        Some(db.allocated_bytes())
     }
 
     async fn check_quota(&self, cost: u64) -> Result<(), Error> {

@@ -717,6 +717,8 @@ fn online_defrag_swaps_the_file_under_live_readers_and_writers() {
         "{before:?} vs {after:?}"
     );
     assert_eq!(after.free_pages, 0, "{after:?}");
+    assert_eq!(db.allocated_bytes(), after.page_count * after.page_size);
+    assert!(db.allocated_bytes() <= after.file_size);
     assert!(!dir.file("db.defrag").exists());
     drop(db);
     let db = Db::open(dir.file("db"), Options::default()).unwrap();
