@@ -620,11 +620,14 @@ impl Node {
         }
     }
 
-    /// `(file size, bytes in use)` of the backend file, if there is one.
+    /// `(size, bytes in use)` of the backend file, if there is one. The
+    /// size is etcd's (bbolt's `Size()`): the pages of the last commit,
+    /// free ones included, not the file's preallocated tail; the quota is
+    /// measured against the same number (module `alarm`).
     pub fn backend_size(&self) -> Option<(u64, u64)> {
         let db = self.shared.db.read().ok()?.clone()?;
         let st = db.stats().ok()?;
-        Some((st.file_size, st.in_use_bytes))
+        Some((st.page_count * st.page_size, st.in_use_bytes))
     }
 
     pub fn applied_index(&self) -> u64 {
