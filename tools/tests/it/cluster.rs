@@ -195,6 +195,23 @@ impl Cluster {
         let out = etcdctl(Some(&self.ep(i)), &strings(args), None);
         (out.code, String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// `ctl`, retried while member `i` answers "etcdserver: unhealthy
+    /// cluster": like etcd, a member lets membership change only once every
+    /// voter has been reachable for 5 s, which right after start-up (or a
+    /// restart) is not yet the case. An operator retries the same way.
+    pub(crate) fn ctl_when_healthy(&self, i: usize, args: &[&str]) -> (i32, String) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let out = etcdctl(Some(&self.ep(i)), &strings(args), None);
+            let unhealthy =
+                String::from_utf8_lossy(&out.stderr).contains("etcdserver: unhealthy cluster");
+            if !unhealthy || Instant::now() > deadline {
+                return (out.code, String::from_utf8_lossy(&out.stdout).into_owned());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 }
 
 impl Drop for Cluster {
@@ -496,7 +513,7 @@ fn a_learner_added_after_compaction_joins_from_a_snapshot() {
     bulk_put(&c, leader, 300);
     let l = c.add_slot("m4");
     let peer_url = format!("http://127.0.0.1:{}", c.members[l].peer);
-    let (code, out) = c.ctl(
+    let (code, out) = c.ctl_when_healthy(
         leader,
         &["member", "add", "m4", "--learner", "--peer-urls", &peer_url],
     );
