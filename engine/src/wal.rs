@@ -300,8 +300,9 @@ pub struct WalOptions {
     /// `release_to` keeps at least this many segments (etcd `--max-wals`, 5).
     pub max_wals: usize,
     pub sync: SyncMethod,
-    /// Prepare (fallocate + zero-fill) the next segment in the background as
-    /// soon as one is taken into use, so rotation does not stall appends.
+    /// Prepare (fallocate + zero-fill) the next segment in the background
+    /// once the active one is a quarter full, so rotation does not stall
+    /// appends.
     pub prepare_next: bool,
 }
 

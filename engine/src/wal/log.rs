@@ -793,6 +793,7 @@ async fn flusher(sh: Rc<Shared>) {
             sh.poison(e);
             break;
         }
+        spawn_prepare(&sh);
     }
     let mut st = sh.st.borrow_mut();
     st.flusher_done = true;
@@ -1001,15 +1002,25 @@ async fn new_segment(sh: &Rc<Shared>) -> Result<(), WalError> {
     Ok(())
 }
 
-/// Starts preparing the segment after the active one, if configured.
+/// Starts preparing the segment after the active one, if configured, once
+/// the active one is a quarter full (appends are at most a quarter segment,
+/// so three quarters of a segment are written before the next is needed).
+/// Not at once: a fresh member would otherwise zero-fill a second 64 MiB
+/// while it starts and takes its first writes.
 fn spawn_prepare(sh: &Rc<Shared>) {
     if !sh.opts.prepare_next {
         return;
     }
     let mut st = sh.st.borrow_mut();
-    let Some(seq) = st.segments.last().map(|s| s.seq + 1) else {
+    if st.prepared.is_some() {
+        return;
+    }
+    let Some((seq, size)) = st.segments.last().map(|s| (s.seq + 1, s.size)) else {
         return;
     };
+    if st.write_pos < size / 4 {
+        return;
+    }
     let (dir, size, sync) = (sh.dir.clone(), sh.opts.segment_size, sh.opts.sync);
     st.prepared = Some(glommio::spawn_local(async move {
         segment::prepare(&dir, seq, size, sync).await
