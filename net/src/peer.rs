@@ -34,6 +34,13 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 /// is known (membership changes check it, like etcd's transport).
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Probe interval while a peer has not been reached yet: at start-up the
+/// members find each other within a few ticks, so that
+/// `--initial-election-tick-advance` (which waits for reachable peers) can
+/// fire before the first election timeout, as etcd's transport, which dials
+/// its peers at once, allows.
+const FIRST_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RaftBatch {
     #[prost(bytes = "vec", repeated, tag = "1")]
@@ -127,13 +134,20 @@ async fn peer_sender(
         timeout: Some(Duration::from_secs(5)),
         ..CallOptions::default()
     };
+    // The first probe goes out at once.
+    let mut quiet = Duration::ZERO;
     loop {
         // A message, or after a quiet interval an empty probe batch.
         let first = futures_lite::future::or(async { rx.recv().await.map(Some) }, async {
-            sleep(PROBE_INTERVAL).await;
+            sleep(quiet).await;
             Ok(None)
         })
         .await;
+        quiet = if dir.active_since(id).is_some() {
+            PROBE_INTERVAL
+        } else {
+            FIRST_PROBE_INTERVAL
+        };
         let Ok(first) = first else {
             return;
         };

@@ -304,7 +304,8 @@ struct Shared {
     members: Members,
     /// Peer addresses for the transport; the removed flag.
     directory: Arc<PeerDirectory>,
-    /// Election ticks fast-forwarded at start (`TickAdvance`), 0 if none.
+    /// Election ticks fast-forwarded at start (`TickAdvance`), 0 if none,
+    /// `u64::MAX` if this member campaigned at once instead.
     ticks_advanced: AtomicU64,
     /// This member is a learner in the applied configuration (read on
     /// every client request; written where `members` changes).
@@ -911,6 +912,13 @@ pub struct Recovered {
 /// 5 s after start (rafthttp's ConnReadTimeout), once more than one peer is
 /// reachable and no leader is known yet, fast-forward `election_ticks - 2`
 /// ticks (2 spare, in case a leader's first message is just slow). Once.
+///
+/// Beyond etcd: in a cluster that never had a leader (term 1, the
+/// bootstrap term), the voter with the lowest ID campaigns at that moment
+/// instead of waiting out the rest of its randomized timeout, so a fresh
+/// cluster serves a few round trips after its members can reach each
+/// other. Timing never affects Raft's safety, and with pre-vote a
+/// campaign cannot disrupt a leader the others already follow.
 struct TickAdvance {
     until: Option<Instant>,
     ticks: usize,
@@ -926,25 +934,25 @@ impl TickAdvance {
         }
     }
 
-    /// How many extra ticks to give now (0 almost always).
-    fn ticks_due(
+    /// What to do now (almost always nothing).
+    fn due(
         &mut self,
         raw: &RawNode<SnapStorage>,
         directory: &PeerDirectory,
         now: Instant,
-    ) -> usize {
+    ) -> Advance {
         let Some(until) = self.until else {
-            return 0;
+            return Advance::Nothing;
         };
         if now > until || raw.raft.leader_id != 0 {
             self.until = None;
-            return 0;
+            return Advance::Nothing;
         }
         let me = raw.raft.id;
         let voters = raw.raft.prs().conf().voters().ids();
         if voters.len() < 2 {
             self.until = None;
-            return 0;
+            return Advance::Nothing;
         }
         let active = voters
             .iter()
@@ -952,10 +960,20 @@ impl TickAdvance {
             .count();
         if active > 1 {
             self.until = None;
-            return self.ticks;
+            let lowest = voters.iter().min() == Some(me);
+            if raw.raft.term <= 1 && lowest && raw.raft.promotable() {
+                return Advance::Campaign;
+            }
+            return Advance::Ticks(self.ticks);
         }
-        0
+        Advance::Nothing
     }
+}
+
+enum Advance {
+    Nothing,
+    Ticks(usize),
+    Campaign,
 }
 
 impl RaftLoop {
@@ -981,14 +999,22 @@ impl RaftLoop {
                 self.raw.tick();
                 self.lease_tick();
                 next_tick = now + tick;
-                let n = advance.ticks_due(&self.raw, &self.shared.directory, now);
-                for _ in 0..n {
-                    self.raw.tick();
-                }
-                if n > 0 {
-                    self.shared
-                        .ticks_advanced
-                        .store(n as u64, Ordering::Release);
+                match advance.due(&self.raw, &self.shared.directory, now) {
+                    Advance::Nothing => {}
+                    Advance::Ticks(n) => {
+                        for _ in 0..n {
+                            self.raw.tick();
+                        }
+                        self.shared
+                            .ticks_advanced
+                            .store(n as u64, Ordering::Release);
+                    }
+                    Advance::Campaign => {
+                        self.raw.campaign()?;
+                        self.shared
+                            .ticks_advanced
+                            .store(u64::MAX, Ordering::Release);
+                    }
                 }
             } else if !self.raw.has_ready() {
                 let wait = next_tick - now;
@@ -1990,7 +2016,8 @@ mod cluster_tests {
 
     /// `--initial-election-tick-advance`: with both peers reachable at start
     /// (the in-process network marks them so), every member fast-forwards
-    /// `election_ticks - 2` ticks once; with the flag off, none does.
+    /// `election_ticks - 2` ticks once, but for the lowest ID of a fresh
+    /// cluster, which campaigns at once; with the flag off, none does.
     #[test]
     fn initial_election_tick_advance_fast_forwards_once_peers_are_up() {
         LocalExecutorBuilder::default()
@@ -2005,7 +2032,9 @@ mod cluster_tests {
                 });
                 leader_of(&on).await;
                 leader_of(&off).await;
-                for n in &on {
+                // A fresh cluster: the lowest ID campaigns at once instead.
+                assert_eq!(on[0].ticks_advanced(), u64::MAX);
+                for n in &on[1..] {
                     assert_eq!(n.ticks_advanced(), 28, "member {}", n.config().member_id);
                 }
                 for n in &off {

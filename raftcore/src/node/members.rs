@@ -158,7 +158,8 @@ impl Node {
     }
 
     /// Election ticks fast-forwarded at start by
-    /// `--initial-election-tick-advance` (0 if none).
+    /// `--initial-election-tick-advance` (0 if none; `u64::MAX` if this
+    /// member campaigned at once, as the lowest ID of a fresh cluster).
     pub fn ticks_advanced(&self) -> u64 {
         self.shared.ticks_advanced.load(Ordering::Acquire)
     }
