@@ -151,6 +151,10 @@ pub struct NodeConfig {
     /// its first leader after a few ticks instead of a whole election
     /// timeout (etcd's `adjustTicks`).
     pub initial_election_tick_advance: bool,
+    /// `--pre-vote` (etcd 3.5's default: on): a member first asks whether it
+    /// could win before it raises its term, so a member that was cut off
+    /// cannot disrupt a working leader when it comes back.
+    pub pre_vote: bool,
     /// `--snapshot-count`: applied entries between two compactions of the
     /// in-memory Raft log (etcd: 100000).
     pub snapshot_count: u64,
@@ -189,6 +193,7 @@ impl NodeConfig {
             lease_checkpoint_interval: engine::lease::DEFAULT_CHECKPOINT_INTERVAL,
             strict_reconfig_check: true,
             initial_election_tick_advance: true,
+            pre_vote: true,
             snapshot_count: 100_000,
             snapshot_catchup_entries: 5000,
             quota_bytes: Some(DEFAULT_QUOTA_BYTES),
@@ -419,7 +424,7 @@ impl Node {
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             check_quorum: true,
-            pre_vote: true,
+            pre_vote: cfg.pre_vote,
             ..Default::default()
         };
         // The member list as of `applied`: persisted with it; none yet at

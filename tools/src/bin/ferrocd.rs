@@ -363,6 +363,7 @@ fn run(cfg: &Config) -> Result<(), String> {
         cfg.flag("initial-election-tick-advance"),
         Some(tools::flags::Value::Bool(false))
     );
+    node_cfg.pre_vote = !matches!(cfg.flag("pre-vote"), Some(tools::flags::Value::Bool(false)));
     node_cfg.name = cfg.name.clone();
     // etcd: 0 means the default for both.
     if cfg.snapshot_count > 0 {

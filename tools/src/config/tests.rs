@@ -292,7 +292,7 @@ fn unsupported_set_lists_non_default_unimplemented_flags() {
             "--cert-file=/etc/etcd/pki/server.pem",
             "--v",
         ],
-        &[("ETCD_MAX_WALS", "7")],
+        &[("ETCD_FORCE_NEW_CLUSTER", "true")],
     );
     assert_eq!(
         c.unsupported_set,
@@ -300,7 +300,7 @@ fn unsupported_set_lists_non_default_unimplemented_flags() {
             "enable-pprof",
             "auto-compaction-retention",
             "cert-file",
-            "max-wals"
+            "force-new-cluster"
         ]
     );
 }
@@ -685,12 +685,7 @@ fn etcd_sample_config_file_parses() {
     assert_eq!(c.log_level, Level::Debug);
     assert_eq!(
         c.unsupported_set,
-        [
-            "auto-compaction-retention",
-            "enable-pprof",
-            "enable-v2",
-            "strict-reconfig-check"
-        ]
+        ["auto-compaction-retention", "enable-pprof", "enable-v2"]
     );
 }
 
