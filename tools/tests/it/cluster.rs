@@ -232,7 +232,7 @@ impl Drop for Cluster {
 #[test]
 fn three_members_one_leader_replicate_and_fail_over() {
     let mut c = Cluster::start();
-    let leader = c.wait_converged(&[0, 1, 2]);
+    c.wait_converged(&[0, 1, 2]);
 
     // A write through every member is readable on every member, both ways.
     for i in 0..3 {
