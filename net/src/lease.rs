@@ -77,9 +77,9 @@ pub fn register(router: &mut Router, node: Arc<Node>) {
     let s = svc.clone();
     router.add(
         "/etcdserverpb.Lease/LeaseKeepAlive",
-        streaming(move |rx: RequestStream, tx: ResponseSink, _: CallInfo| {
+        streaming(move |rx: RequestStream, tx: ResponseSink, info: CallInfo| {
             let s = s.clone();
-            async move { s.keep_alive(rx, tx).await }
+            async move { s.keep_alive(rx, tx, info.require_leader).await }
         }),
     );
     let s = svc.clone();
@@ -258,10 +258,37 @@ impl LeaseService {
         }
     }
 
-    async fn keep_alive(&self, mut rx: RequestStream, tx: ResponseSink) -> Result<(), Status> {
+    async fn keep_alive(
+        &self,
+        mut rx: RequestStream,
+        tx: ResponseSink,
+        require_leader: bool,
+    ) -> Result<(), Status> {
+        // A require-leader stream ends with "no leader" once the member
+        // has lost its leader for three election timeouts (etcd's
+        // monitorLeader), even while the client is idle.
+        let mut lost =
+            require_leader.then(|| Box::pin(crate::require_leader::leader_lost(self.node.clone())));
         // A client half-close ends the call with OK (etcd: io.EOF → nil);
         // a reset ends it with the stream error (nobody is listening).
-        while let Some(req) = rx.next::<pb::LeaseKeepAliveRequest>().await? {
+        loop {
+            let next = match lost.as_mut() {
+                Some(l) => {
+                    futures_lite::future::or(
+                        async { Ok(rx.next::<pb::LeaseKeepAliveRequest>().await) },
+                        async { Err(l.as_mut().await) },
+                    )
+                    .await
+                }
+                None => Ok(rx.next::<pb::LeaseKeepAliveRequest>().await),
+            };
+            let req = match next {
+                Ok(r) => r?,
+                Err(no_leader) => return Err(no_leader),
+            };
+            let Some(req) = req else {
+                break;
+            };
             // The header is taken before the renewal, so its revision is
             // never ahead of a revoke the client could observe (etcd).
             let header = self.current_header()?;

@@ -14,6 +14,7 @@ pub mod lease;
 pub mod maintenance;
 pub mod pb;
 pub mod peer;
+mod require_leader;
 pub mod server;
 pub mod shutdown;
 pub mod v3election;

@@ -169,6 +169,7 @@ fn require_leader_watch_ends_with_no_leader_like_etcd() {
             v["new_require_leader"]["created"].clone(),
             v["range"].clone(),
             v["keepalive"].clone(),
+            v["open_keepalive"].clone(),
         )
     };
     let no_leader = serde_json::json!({
@@ -183,6 +184,7 @@ fn require_leader_watch_ends_with_no_leader_like_etcd() {
         Value::from("UNAVAILABLE"),
         Value::from("etcdserver: no leader"),
         Value::from(false),
+        no_leader.clone(),
         no_leader.clone(),
         no_leader,
     );

@@ -7,7 +7,8 @@ without, and prints READY once both are created. Then waits for a line on
 stdin (the other members have been stopped), and reports as JSON how each
 stream ended within 30 s, and how a new require-leader watch, a
 require-leader Range (unary) and a require-leader LeaseKeepAlive stream are
-answered.
+answered, and how an idle require-leader LeaseKeepAlive stream opened
+before the stop ended.
 
 Usage: require_leader.py ENDPOINT
 """
@@ -55,6 +56,39 @@ class Stream:
         self.ended.set()
 
 
+class KeepAlive:
+    """A require-leader LeaseKeepAlive stream that renews once, then stays
+    open and idle until the server ends it."""
+
+    def __init__(self, stub, lease_id):
+        self.q = queue.Queue()
+        self.q.put(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
+        self.renewed = threading.Event()
+        self.ended = threading.Event()
+        self.result = dict(end="open")
+        self.t0 = time.time()
+        self.call = stub.LeaseKeepAlive(self.gen(), metadata=REQUIRE_LEADER)
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def gen(self):
+        while True:
+            r = self.q.get()
+            if r is None:
+                return
+            yield r
+
+    def read(self):
+        try:
+            for r in self.call:
+                if r.TTL > 0:
+                    self.renewed.set()
+            self.result = dict(end="eof")
+        except grpc.RpcError as e:
+            self.result = dict(end="error", code=e.code().name, details=e.details())
+        self.result["after"] = time.time() - self.t0
+        self.ended.set()
+
+
 def main():
     channel = grpc.insecure_channel(sys.argv[1])
     grpc.channel_ready_future(channel).result(timeout=15)
@@ -65,6 +99,12 @@ def main():
         if not s.created.wait(15):
             print(json.dumps(dict(error="not created", result=s.result)))
             return
+    lease = rpc_pb2_grpc.LeaseStub(channel)
+    grant = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=10)
+    ka = KeepAlive(lease, grant.ID)
+    if not ka.renewed.wait(15):
+        print(json.dumps(dict(error="keep-alive not renewed", result=ka.result)))
+        return
     print("READY", flush=True)
     sys.stdin.readline()
     t_go = time.time()
@@ -72,6 +112,10 @@ def main():
     out = dict(require_leader=dict(rl.result), plain=dict(plain.result))
     if rl.ended.is_set():
         out["require_leader"]["after"] = rl.result["after"] - (t_go - rl.t0)
+    # The idle require-leader keep-alive stream opened before the stop.
+    ka.ended.wait(30)
+    out["open_keepalive"] = dict(ka.result)
+    out["open_keepalive"].pop("after", None)
     # A new require-leader watch on the leaderless member.
     again = Stream(stub, REQUIRE_LEADER)
     again.ended.wait(10)
@@ -91,7 +135,7 @@ def main():
     except grpc.RpcError as e:
         out["keepalive"] = dict(end="error", code=e.code().name, details=e.details())
     print(json.dumps(out), flush=True)
-    for s in (rl, plain, again):
+    for s in (rl, plain, again, ka):
         s.q.put(None)
         s.call.cancel()
 
