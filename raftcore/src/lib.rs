@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod checkpoint;
+pub mod force;
 mod log_store;
 pub mod membership;
 mod node;

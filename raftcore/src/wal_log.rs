@@ -180,6 +180,17 @@ pub fn bootstrap_log_with(
     Ok(log)
 }
 
+/// The WAL records that append `entries` (replacing any WAL entries from
+/// the first one's index on) and then `hs`.
+pub fn records_for(entries: &[Entry], hs: &HardState) -> Vec<Record> {
+    let mut v: Vec<Record> = entries
+        .iter()
+        .map(|e| Record::Entry(to_wal_entry(e)))
+        .collect();
+    v.push(Record::HardState(to_wal_hs(hs)));
+    v
+}
+
 /// The WAL records that persist `log` (for a brand-new WAL).
 pub fn records_of(log: &RecoveredLog) -> Vec<Record> {
     let mut v: Vec<Record> = log

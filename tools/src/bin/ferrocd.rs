@@ -317,7 +317,8 @@ fn run(cfg: &Config) -> Result<(), String> {
     // The B-tree file, as etcd's bbolt file: <data-dir>/member/snap/db.
     let snap_dir = Path::new(&cfg.data_dir).join("member").join("snap");
     std::fs::create_dir_all(&snap_dir).map_err(|e| format!("cannot create {snap_dir:?}: {e}"))?;
-    let (meta, log, members) = open_or_bootstrap(cfg, &wal_dir)?;
+    let restarting = engine::wal::Wal::exists(&wal_dir);
+    let (meta, mut log, members) = open_or_bootstrap(cfg, &wal_dir)?;
     let t0 = std::time::Instant::now();
     // Finishes a Raft snapshot installation a crash interrupted (the WAL
     // already starts after it) and removes leftover snapshot files.
@@ -334,6 +335,43 @@ fn run(cfg: &Config) -> Result<(), String> {
     );
     let persisted_members = engine::members::load(&db)
         .map_err(|e| format!("cannot load the member list from the backend: {e}"))?;
+    // --force-new-cluster (etcd: only for a member restarting from its data
+    // dir): every other member is removed by committed conf changes that
+    // are written to the WAL before the member starts.
+    let force = matches!(
+        cfg.flag("force-new-cluster"),
+        Some(tools::flags::Value::Bool(true))
+    );
+    if force && restarting {
+        let added = raftcore::force::force_new_cluster(
+            &mut log,
+            meta.member_id,
+            persisted_members.as_ref(),
+            applied.index,
+            &members,
+        )?;
+        let records = raftcore::wal_log::records_for(&added, &log.hard_state);
+        let dir = wal_dir.clone();
+        let opts = wal_options(cfg);
+        on_temp_executor(move || async move {
+            let (wal, _) = engine::wal::Wal::open(&dir, opts)
+                .await
+                .map_err(|e| format!("cannot open wal: {e}"))?;
+            wal.append(&records)
+                .await
+                .map_err(|e| format!("cannot write the forced conf changes: {e}"))?;
+            let _ = wal.close().await;
+            Ok(())
+        })?;
+        logging::warn(
+            "forcing restart as a single-member cluster (--force-new-cluster)",
+            &[
+                ("local-member-id", json!(format!("{:x}", meta.member_id))),
+                ("removed-members", json!(added.len())),
+                ("commit-index", json!(log.hard_state.commit)),
+            ],
+        );
+    }
     logging::info(
         "starting ferrocd",
         &[

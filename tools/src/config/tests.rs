@@ -292,7 +292,7 @@ fn unsupported_set_lists_non_default_unimplemented_flags() {
             "--cert-file=/etc/etcd/pki/server.pem",
             "--v",
         ],
-        &[("ETCD_FORCE_NEW_CLUSTER", "true")],
+        &[("ETCD_EXPERIMENTAL_MEMORY_MLOCK", "true")],
     );
     assert_eq!(
         c.unsupported_set,
@@ -300,7 +300,7 @@ fn unsupported_set_lists_non_default_unimplemented_flags() {
             "enable-pprof",
             "auto-compaction-retention",
             "cert-file",
-            "force-new-cluster"
+            "experimental-memory-mlock"
         ]
     );
 }

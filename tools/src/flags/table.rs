@@ -305,7 +305,7 @@ pub static FLAGS: &[FlagSpec] = &[
     f("experimental-stop-grpc-service-on-defrag", Bool, "false", Q, Experimental, false,
         "Stop serving gRPC clients while the backend is being defragmented."),
     // ---------------------------------------------------------------- Unsafe
-    f("force-new-cluster", Bool, "false", Some("'false'"), Unsafe, false,
+    f("force-new-cluster", Bool, "false", Some("'false'"), Unsafe, true,
         "Restart this member as the only member of a new cluster, keeping its data."),
     f("unsafe-no-fsync", Bool, "false", Some("'false'"), Unsafe, false,
         "Never fsync: fast, and loses data on a crash."),

@@ -556,3 +556,71 @@ fn a_learner_added_after_compaction_joins_from_a_snapshot() {
         "hashkv differs: {hashes:?}"
     );
 }
+
+/// `--force-new-cluster` on a member of a stopped 3-member cluster: it
+/// comes back alone with its data and cluster ID, takes writes, and stays
+/// alone when restarted without the flag. The same scenario runs on real
+/// etcd 3.5.1 first, so the expectations are etcd's.
+#[test]
+fn force_new_cluster_restarts_one_member_alone_with_its_data() {
+    for kind in [Kind::Etcd, crate::harness::subject_kind()] {
+        let mut c = Cluster::start_kind(kind, &[]);
+        c.wait_converged(&[0, 1, 2]);
+        for i in 0..5 {
+            let (code, out) = c.ctl(i % 3, &["put", &format!("fk{i}"), &format!("v{i}")]);
+            assert_eq!((code, out.trim()), (0, "OK"), "{}", kind.label());
+        }
+        let cluster_id = |c: &Cluster| {
+            let (_, out) = c.ctl(0, &["member", "list", "-w", "json"]);
+            let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+            (
+                v["header"]["cluster_id"].clone(),
+                v["members"].as_array().map_or(0, Vec::len),
+            )
+        };
+        let (id_before, n) = cluster_id(&c);
+        assert_eq!(n, 3, "{}", kind.label());
+        for i in 0..3 {
+            c.kill(i);
+        }
+        c.extra.push("--force-new-cluster".into());
+        c.spawn(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, out) = c.ctl(0, &["put", "after", "force"]);
+            if code == 0 && out.trim() == "OK" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no write after --force-new-cluster\n{}",
+                kind.label(),
+                c.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(cluster_id(&c), (id_before.clone(), 1), "{}", kind.label());
+        let (code, out) = c.ctl(0, &["get", "fk", "--prefix", "--keys-only"]);
+        assert_eq!(code, 0);
+        assert_eq!(out.split_whitespace().count(), 5, "{}: {out}", kind.label());
+        // Without the flag it stays a single-member cluster.
+        c.kill(0);
+        c.extra.clear();
+        c.spawn(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, out) = c.ctl(0, &["get", "after", "--print-value-only"]);
+            if code == 0 && out.trim() == "force" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: restart\n{}",
+                kind.label(),
+                c.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(cluster_id(&c), (id_before, 1), "{}", kind.label());
+    }
+}
