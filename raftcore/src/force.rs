@@ -26,7 +26,9 @@ pub fn force_new_cluster(
     applied: u64,
     initial: &[MemberInfo],
 ) -> Result<Vec<Entry>, String> {
-    let commit = log.hard_state.commit;
+    // What the backend applied was committed, even if the commit index
+    // saved in the WAL lags behind it (as `Node::start` also assumes).
+    let commit = log.hard_state.commit.max(applied);
     log.entries.retain(|e| e.index <= commit);
     let mut members = match persisted {
         Some(st) => Membership::from_state(st),

@@ -580,6 +580,23 @@ fn force_new_cluster_restarts_one_member_alone_with_its_data() {
         };
         let (id_before, n) = cluster_id(&c);
         assert_eq!(n, 3, "{}", kind.label());
+        // The forced member keeps only what it has committed itself: wait
+        // until it has applied the last put (a serializable read on it),
+        // then a little for its next hard state to be saved.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, out) = c.ctl(0, &["get", "fk4", "--print-value-only", "--consistency=s"]);
+            if out.trim() == "v4" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: m1 never applied fk4",
+                kind.label()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
         for i in 0..3 {
             c.kill(i);
         }
