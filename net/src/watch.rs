@@ -136,12 +136,6 @@ impl WatchService {
 
     /// One election timeout: how often a require-leader stream looks for a
     /// leader.
-    fn election_timeout(&self) -> Duration {
-        let cfg = self.node.config();
-        cfg.heartbeat
-            .saturating_mul(u32::try_from(cfg.election_ticks).unwrap_or(u32::MAX))
-    }
-
     async fn serve(
         &self,
         mut rx: RequestStream,
@@ -152,7 +146,7 @@ impl WatchService {
         let mut opts: HashMap<WatchId, Opts> = HashMap::new();
         let interval = self.progress_interval();
         let mut next_tick = Instant::now() + interval;
-        let election = self.election_timeout();
+        let election = crate::require_leader::election_timeout(&self.node);
         let mut next_leader_check = require_leader.then(|| Instant::now() + election);
         let mut no_leader_checks = 0;
         let mut half_closed = false;

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{etcdctl, free_port, fresh_temp_dir, spawn_server, strings, tail, Kind};
+use crate::harness::{
+    etcdctl, free_port, fresh_temp_dir, spawn_server, strings, tail, CtlOutput, Kind,
+};
 
 pub(crate) struct Member {
     pub(crate) name: String,
@@ -196,21 +198,28 @@ impl Cluster {
         (out.code, String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// `ctl`, retried while member `i` answers "etcdserver: unhealthy
-    /// cluster": like etcd, a member lets membership change only once every
-    /// voter has been reachable for 5 s, which right after start-up (or a
-    /// restart) is not yet the case. An operator retries the same way.
+    /// `ctl`, retried while member `i` answers "unhealthy cluster" (see
+    /// [`ctl_when_healthy`]).
     pub(crate) fn ctl_when_healthy(&self, i: usize, args: &[&str]) -> (i32, String) {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            let out = etcdctl(Some(&self.ep(i)), &strings(args), None);
-            let unhealthy =
-                String::from_utf8_lossy(&out.stderr).contains("etcdserver: unhealthy cluster");
-            if !unhealthy || Instant::now() > deadline {
-                return (out.code, String::from_utf8_lossy(&out.stdout).into_owned());
-            }
-            std::thread::sleep(Duration::from_millis(500));
+        let out = ctl_when_healthy(&self.ep(i), args);
+        (out.code, String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// etcdctl on `ep`, retried while the member answers "etcdserver:
+/// unhealthy cluster": like etcd, a member lets membership change only once
+/// every voter has been reachable for 5 s, which right after start-up (or a
+/// restart) is not yet the case. An operator retries the same way.
+pub(crate) fn ctl_when_healthy(ep: &str, args: &[&str]) -> CtlOutput {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let out = etcdctl(Some(ep), &strings(args), None);
+        if !String::from_utf8_lossy(&out.stderr).contains("etcdserver: unhealthy cluster")
+            || Instant::now() > deadline
+        {
+            return out;
         }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster::Cluster;
+use crate::cluster::{ctl_when_healthy, Cluster};
 use crate::harness::{
     etcdctl, start_pair, strings, subject_kind, tail, wait_timeout, CtlOutput, Server,
 };
@@ -72,22 +72,6 @@ fn started_everywhere(c: &Cluster, via: usize, n: usize) {
 
 fn ctl_full(ep: &str, args: &[&str]) -> CtlOutput {
     etcdctl(Some(ep), &strings(args), None)
-}
-
-/// Like `ctl_full`, retried while the member answers "unhealthy cluster"
-/// (as etcd, right after start-up a member counts its peers as connected
-/// only once they have been reachable for 5 s).
-fn ctl_when_healthy(ep: &str, args: &[&str]) -> CtlOutput {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let out = ctl_full(ep, args);
-        if !String::from_utf8_lossy(&out.stderr).contains("etcdserver: unhealthy cluster")
-            || Instant::now() > deadline
-        {
-            return out;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn stdout(o: &CtlOutput) -> String {
