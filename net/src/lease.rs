@@ -266,26 +266,24 @@ impl LeaseService {
     ) -> Result<(), Status> {
         // A require-leader stream ends with "no leader" once the member
         // has lost its leader for three election timeouts (etcd's
-        // monitorLeader), even while the client is idle.
-        let mut lost =
-            require_leader.then(|| Box::pin(crate::require_leader::leader_lost(self.node.clone())));
+        // monitorLeader), even while the client is idle or a renewal is
+        // under way.
+        let node = self.node.clone();
+        crate::require_leader::unless_leader_lost(&node, require_leader, async {
+            self.keep_alive_loop(&mut rx, &tx).await
+        })
+        .await
+    }
+
+    async fn keep_alive_loop(
+        &self,
+        rx: &mut RequestStream,
+        tx: &ResponseSink,
+    ) -> Result<(), Status> {
         // A client half-close ends the call with OK (etcd: io.EOF → nil);
         // a reset ends it with the stream error (nobody is listening).
         loop {
-            let next = match lost.as_mut() {
-                Some(l) => {
-                    futures_lite::future::or(
-                        async { Ok(rx.next::<pb::LeaseKeepAliveRequest>().await) },
-                        async { Err(l.as_mut().await) },
-                    )
-                    .await
-                }
-                None => Ok(rx.next::<pb::LeaseKeepAliveRequest>().await),
-            };
-            let req = match next {
-                Ok(r) => r?,
-                Err(no_leader) => return Err(no_leader),
-            };
+            let req = rx.next::<pb::LeaseKeepAliveRequest>().await?;
             let Some(req) = req else {
                 break;
             };

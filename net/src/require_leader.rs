@@ -1,11 +1,13 @@
 //! Require-leader streams other than Watch (gRPC metadata `hasleader:
 //! true`, clientv3's `WithRequireLeader`): etcd's stream interceptor runs
-//! `monitorLeader` beside every such stream and cancels it with
-//! "etcdserver: no leader" once the member has seen no leader at
+//! `monitorLeader` beside every such stream, whatever its service
+//! (LeaseKeepAlive, Election.Observe), and cancels it with "etcdserver: no
+//! leader" once the member has seen no leader at
 //! `watch::MAX_NO_LEADER_CHECKS` checks in a row, one check per election
 //! timeout. The Watch stream runs the same check inside its own loop
 //! (`watch.rs`), next to its progress timer.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,4 +42,18 @@ pub(crate) async fn leader_lost(node: Arc<Node>) -> Status {
             misses = 0;
         }
     }
+}
+
+/// Runs a stream's `work`; when `require_leader` is set, ends it early with
+/// etcd's "no leader" status once [`leader_lost`] completes (the stream
+/// interceptor's cancel, which etcd's handlers answer with that error).
+pub(crate) async fn unless_leader_lost<T>(
+    node: &Arc<Node>,
+    require_leader: bool,
+    work: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    if !require_leader {
+        return work.await;
+    }
+    futures_lite::future::or(work, async { Err(leader_lost(node.clone()).await) }).await
 }
