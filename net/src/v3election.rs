@@ -94,9 +94,9 @@ pub fn register(router: &mut Router, node: Arc<Node>) {
     let s = svc;
     router.add(
         "/v3electionpb.Election/Observe",
-        streaming(move |rx: RequestStream, tx: ResponseSink, _: CallInfo| {
+        streaming(move |rx: RequestStream, tx: ResponseSink, info: CallInfo| {
             let s = s.clone();
-            async move { s.observe(rx, tx).await }
+            async move { s.observe(rx, tx, info.require_leader).await }
         }),
     );
 }
@@ -230,19 +230,31 @@ impl ElectionService {
 
     /// Streams leader changes until the client goes away. Like etcd, the
     /// stream ends with OK when observing fails (e.g. a compacted watch).
-    async fn observe(&self, mut rx: RequestStream, tx: ResponseSink) -> Result<(), Status> {
-        let req: epb::LeaderRequest = rx.next().await?.unwrap_or_default();
-        let prefix = prefix_of(&req.name);
-        futures_lite::future::or(
-            async {
-                let _ = self.observe_loop(&prefix, &tx).await;
-                Ok(())
-            },
-            async {
-                tx.closed().await;
-                Ok(())
-            },
-        )
+    /// A require-leader stream (`hasleader: true`) ends with "etcdserver:
+    /// no leader" once the member has lost its leader for three election
+    /// timeouts: etcd's stream interceptor cancels the stream's context
+    /// with that error, and Observe returns the context's error.
+    async fn observe(
+        &self,
+        mut rx: RequestStream,
+        tx: ResponseSink,
+        require_leader: bool,
+    ) -> Result<(), Status> {
+        crate::require_leader::unless_leader_lost(&self.node, require_leader, async {
+            let req: epb::LeaderRequest = rx.next().await?.unwrap_or_default();
+            let prefix = prefix_of(&req.name);
+            futures_lite::future::or(
+                async {
+                    let _ = self.observe_loop(&prefix, &tx).await;
+                    Ok(())
+                },
+                async {
+                    tx.closed().await;
+                    Ok(())
+                },
+            )
+            .await
+        })
         .await
     }
 

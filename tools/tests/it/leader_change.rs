@@ -8,7 +8,10 @@
 //!   through python grpcio) is ended with etcd's "etcdserver: no leader"
 //!   when its member loses the leader, as real etcd 3.5.1 does in the same
 //!   scenario; a plain watch stays open; a new require-leader watch, Range
-//!   and LeaseKeepAlive are refused with the same error.
+//!   and LeaseKeepAlive are refused with the same error. Likewise an open
+//!   require-leader LeaseKeepAlive and v3election Observe stream are ended
+//!   (etcd's stream interceptor covers every stream), a plain Observe
+//!   stays open, and a new require-leader Observe is refused.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -158,7 +161,7 @@ fn require_leader_watch_ends_with_no_leader_like_etcd() {
     });
     eprintln!("[it] require-leader: etcd {r}\n[it] subject {s}");
     let shape = |v: &Value| {
-        (
+        let streams = (
             v["require_leader"]["end"].clone(),
             v["require_leader"]["code"].clone(),
             v["require_leader"]["details"].clone(),
@@ -170,12 +173,18 @@ fn require_leader_watch_ends_with_no_leader_like_etcd() {
             v["range"].clone(),
             v["keepalive"].clone(),
             v["open_keepalive"].clone(),
-        )
+        );
+        let observe = (
+            v["observe"].clone(),
+            v["plain_observe"]["end"].clone(),
+            v["new_observe"].clone(),
+        );
+        (streams, observe)
     };
     let no_leader = serde_json::json!({
         "end": "error", "code": "UNAVAILABLE", "details": "etcdserver: no leader"
     });
-    let want = (
+    let want_streams = (
         Value::from("error"),
         Value::from("UNAVAILABLE"),
         Value::from("etcdserver: no leader"),
@@ -186,8 +195,17 @@ fn require_leader_watch_ends_with_no_leader_like_etcd() {
         Value::from(false),
         no_leader.clone(),
         no_leader.clone(),
-        no_leader,
+        no_leader.clone(),
     );
+    let want_observe = (
+        no_leader,
+        Value::from("open"),
+        serde_json::json!({
+            "end": "error", "code": "UNAVAILABLE", "details": "etcdserver: no leader",
+            "seen": false
+        }),
+    );
+    let want = (want_streams, want_observe);
     assert_eq!(shape(&r), want, "etcd (the scenario is wrong): {r}");
     assert_eq!(shape(&s), want, "subject: {s}");
 }

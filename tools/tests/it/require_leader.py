@@ -8,7 +8,10 @@ stdin (the other members have been stopped), and reports as JSON how each
 stream ended within 30 s, and how a new require-leader watch, a
 require-leader Range (unary) and a require-leader LeaseKeepAlive stream are
 answered, and how an idle require-leader LeaseKeepAlive stream opened
-before the stop ended.
+before the stop ended. Likewise for v3election's Observe (a server stream):
+one stream with `hasleader: true` and one without, opened before the stop
+on an election that has a leader key, and a new require-leader Observe
+after it.
 
 Usage: require_leader.py ENDPOINT
 """
@@ -53,6 +56,41 @@ class Stream:
         except grpc.RpcError as e:
             self.result = dict(end="error", code=e.code().name, details=e.details())
         self.result["after"] = time.time() - self.t0
+        self.ended.set()
+
+
+def leader_request(name):
+    """An encoded v3electionpb.LeaderRequest (field 1: name); etcd3 ships
+    no v3election stubs."""
+    assert len(name) < 128
+    return b"\x0a" + bytes([len(name)]) + name
+
+
+class Observe:
+    """An Election.Observe stream; `seen` is set at its first response."""
+
+    def __init__(self, channel, name, metadata):
+        observe = channel.unary_stream(
+            "/v3electionpb.Election/Observe",
+            request_serializer=leader_request,
+            # A LeaderResponse is {header = 1, kv = 2}: RangeResponse
+            # {header = 1, repeated kvs = 2} reads it, kv as kvs[0].
+            response_deserializer=rpc_pb2.RangeResponse.FromString,
+        )
+        self.seen = threading.Event()
+        self.ended = threading.Event()
+        self.result = dict(end="open")
+        self.call = observe(name, metadata=metadata)
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def read(self):
+        try:
+            for r in self.call:
+                if r.kvs:
+                    self.seen.set()
+            self.result = dict(end="eof")
+        except grpc.RpcError as e:
+            self.result = dict(end="error", code=e.code().name, details=e.details())
         self.ended.set()
 
 
@@ -105,6 +143,16 @@ def main():
     if not ka.renewed.wait(15):
         print(json.dumps(dict(error="keep-alive not renewed", result=ka.result)))
         return
+    # An election with a leader key (the oldest key under "<name>/"), and
+    # two Observe streams on it that have seen that leader.
+    kv = rpc_pb2_grpc.KVStub(channel)
+    kv.Put(rpc_pb2.PutRequest(key=b"elect/1", value=b"v"), timeout=10)
+    obs_rl = Observe(channel, b"elect", REQUIRE_LEADER)
+    obs_plain = Observe(channel, b"elect", ())
+    for o in (obs_rl, obs_plain):
+        if not o.seen.wait(15):
+            print(json.dumps(dict(error="observe saw no leader", result=o.result)))
+            return
     print("READY", flush=True)
     sys.stdin.readline()
     t_go = time.time()
@@ -116,11 +164,18 @@ def main():
     ka.ended.wait(30)
     out["open_keepalive"] = dict(ka.result)
     out["open_keepalive"].pop("after", None)
+    # The Observe streams opened before the stop.
+    obs_rl.ended.wait(30)
+    out["observe"] = dict(obs_rl.result)
+    out["plain_observe"] = dict(obs_plain.result)
+    # A new require-leader Observe on the leaderless member.
+    obs_again = Observe(channel, b"elect", REQUIRE_LEADER)
+    obs_again.ended.wait(10)
+    out["new_observe"] = dict(obs_again.result, seen=obs_again.seen.is_set())
     # A new require-leader watch on the leaderless member.
     again = Stream(stub, REQUIRE_LEADER)
     again.ended.wait(10)
     out["new_require_leader"] = dict(again.result, created=again.created.is_set())
-    kv = rpc_pb2_grpc.KVStub(channel)
     try:
         kv.Range(rpc_pb2.RangeRequest(key=b"a", serializable=True), metadata=REQUIRE_LEADER,
                  timeout=10)
@@ -138,6 +193,8 @@ def main():
     for s in (rl, plain, again, ka):
         s.q.put(None)
         s.call.cancel()
+    for o in (obs_rl, obs_plain, obs_again):
+        o.call.cancel()
 
 
 if __name__ == "__main__":
