@@ -46,6 +46,12 @@ pub struct ServeOptions {
     pub peers: std::collections::HashMap<u64, String>,
     /// Executor threads (one listener each per address).
     pub executors: usize,
+    /// Pin each executor to its own CPU (glommio's `MaxSpread`). Off by
+    /// default: several members on one host (a test cluster, or the seed
+    /// guide's 3 members on one machine) would otherwise all pin their
+    /// first executor to the same CPU and share that one core while the
+    /// others idle.
+    pub pin_executors: bool,
     pub grpc: ServerConfig,
     pub kv: KvLimits,
     pub watch: crate::watch::WatchConfig,
@@ -164,7 +170,12 @@ pub fn run(opts: ServeOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
         ..
     } = opts;
     let raft = Arc::new(Mutex::new(raft));
-    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(n, None))
+    let placement = if opts.pin_executors {
+        PoolPlacement::MaxSpread(n, None)
+    } else {
+        PoolPlacement::Unbound(n)
+    };
+    let handles = LocalExecutorPoolBuilder::new(placement)
         .name("ferrocd")
         // No DMA file I/O on these executors yet; keep the locked memory
         // small so no memlock limit needs raising.

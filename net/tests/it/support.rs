@@ -41,6 +41,7 @@ impl TestServer {
                 peer_addrs: Vec::new(),
                 peers: Default::default(),
                 executors: 1,
+                pin_executors: false,
                 grpc: Default::default(),
                 kv: kv.clone(),
                 watch: Default::default(),

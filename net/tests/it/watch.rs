@@ -85,6 +85,7 @@ impl Server {
                 peer_addrs: Vec::new(),
                 peers: Default::default(),
                 executors,
+                pin_executors: false,
                 grpc: Default::default(),
                 kv: Default::default(),
                 watch: watch.clone(),

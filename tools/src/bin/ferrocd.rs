@@ -41,6 +41,13 @@ fn executors() -> usize {
         .unwrap_or(1)
 }
 
+/// `FERROCD_PIN_EXECUTORS=1` pins each executor to its own CPU. Unpinned by
+/// default: measured (BENCHMARKS.md "Pinning"), three members on one host
+/// all pinned their executor to CPU 0 and shared that core.
+fn pin_executors() -> bool {
+    std::env::var("FERROCD_PIN_EXECUTORS").is_ok_and(|v| v == "1" || v == "true")
+}
+
 fn flag_duration(cfg: &Config, name: &str, default: Duration) -> Duration {
     match cfg.flag(name) {
         Some(tools::flags::Value::Duration(ns)) if *ns > 0 => Duration::from_nanos(*ns as u64),
@@ -509,6 +516,7 @@ fn run(cfg: &Config) -> Result<(), String> {
         peer_addrs,
         peers,
         executors: executors(),
+        pin_executors: pin_executors(),
         grpc,
         kv,
         watch,
