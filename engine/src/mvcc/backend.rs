@@ -189,9 +189,12 @@ fn decode_record(rev: Revision, b: &[u8]) -> Result<Record, BackendError> {
 impl Store {
     /// etcd's HashKV: a CRC-32 over every record (revision key and encoded
     /// record, as stored in the B-tree) with main revision <= `revision`
-    /// (the current one when <= 0). Members that applied the same history
-    /// hash the same, whatever their checkpoints. Returns `(hash,
-    /// compact revision, hashed revision)`.
+    /// (the current one when <= 0), except a tombstone at exactly the
+    /// compaction revision: compaction keeps that one now, older ferrocd
+    /// (like etcd < 3.5.15) dropped it, and etcd's hasher skips it so that
+    /// both hash the same (etcd#18274). Members that applied the same history
+    /// hash the same, whatever their checkpoints and restarts. Returns
+    /// `(hash, compact revision, hashed revision)`.
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), super::Error> {
         let cur = self.current_revision();
         let rev = if revision <= 0 { cur } else { revision };
@@ -205,6 +208,9 @@ impl Store {
         for (r, rec) in self.records.since(Revision::new(0, 0)) {
             if r.main > rev {
                 break;
+            }
+            if r.main == self.raw_compact_revision() && matches!(rec, Record::Tombstone { .. }) {
+                continue;
             }
             h.update(&rev_key(r));
             h.update(&encode_record(rec));
@@ -443,6 +449,114 @@ mod tests {
         ));
         b.compact(3).unwrap();
         assert!(matches!(b.hash_kv(2), Err(crate::mvcc::Error::Compacted)));
+    }
+
+    fn key_indexes(s: &Store) -> Vec<(Vec<u8>, crate::mvcc::key_index::KeyIndex)> {
+        s.index
+            .iter()
+            .map(|(k, ki)| (k.clone(), ki.clone()))
+            .collect()
+    }
+
+    fn records(s: &Store) -> Vec<(Revision, Record)> {
+        s.records.iter().map(|(r, rec)| (*r, rec.clone())).collect()
+    }
+
+    fn checkpoint(db: &Db, s: &mut Store, index: u64) -> Store {
+        let cp = s.take_checkpoint();
+        save(db, &cp, AppliedState { index, term: 1 }).unwrap();
+        let (r, _) = load(db).unwrap();
+        r.assert_invariants();
+        r
+    }
+
+    /// etcd#19188: after a compaction at a revision that deleted a key, the
+    /// tombstone is the key's only record in the file; a restart rebuilds
+    /// the same key index from it (watch from the compaction revision still
+    /// sees the delete), and a later compaction removes it from the file.
+    #[test]
+    fn a_tombstone_kept_by_compaction_survives_a_restart() {
+        let path = tmp("tombstone");
+        let db = Db::open(&path, Options::default()).unwrap();
+        let mut s = Store::new();
+        let put = |s: &mut Store, k: &str| {
+            s.put(&PutRequest {
+                key: k.into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+        };
+        put(&mut s, "a"); // 2
+        put(&mut s, "a"); // 3
+        put(&mut s, "b"); // 4
+        s.delete_range(&DeleteRangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        })
+        .unwrap(); // 5
+        put(&mut s, "b"); // 6
+        checkpoint(&db, &mut s, 1);
+        s.compact(5).unwrap();
+        let r = checkpoint(&db, &mut s, 2);
+        drop(db);
+        let db = Db::open(&path, Options::default()).unwrap();
+        let (mut r2, _) = load(&db).unwrap();
+        for restarted in [&r, &r2] {
+            assert_eq!(key_indexes(restarted), key_indexes(&s));
+            assert_eq!(records(restarted), records(&s));
+            let events = restarted.events_since(5, b"a", b"").unwrap();
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].kind, crate::mvcc::EventKind::Delete);
+            assert_eq!(events[0].kv.mod_revision, 5);
+            assert_eq!(restarted.hash_kv(0).unwrap(), s.hash_kv(0).unwrap());
+        }
+        assert!(records(&r2).iter().any(
+            |(rev, rec)| *rev == Revision::new(5, 0) && matches!(rec, Record::Tombstone { .. })
+        ));
+        // The key comes back on the restarted store as on the live one; a
+        // later compaction passes the tombstone and deletes it from the file.
+        for st in [&mut s, &mut r2] {
+            put(st, "a"); // 7
+            st.compact(6).unwrap();
+            st.assert_invariants();
+        }
+        let r3 = checkpoint(&db, &mut s, 3);
+        assert_eq!(key_indexes(&r3), key_indexes(&r2));
+        assert_eq!(records(&r3), records(&s));
+        assert!(records(&r3).iter().all(|(rev, _)| rev.main != 5));
+        assert_eq!(all(&r3, 6), all(&s, 6));
+    }
+
+    /// Hashing skips a tombstone at exactly the compaction revision (as
+    /// etcd's hasher does, etcd#18274): a member that kept it hashes like
+    /// one that compacted before ferrocd kept it.
+    #[test]
+    fn hash_kv_skips_the_tombstone_at_the_compaction_revision() {
+        let mut s = Store::new();
+        for k in ["a", "b"] {
+            s.put(&PutRequest {
+                key: k.into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        s.delete_range(&DeleteRangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        })
+        .unwrap(); // 4
+        let uncompacted = s.hash_kv(0).unwrap().0;
+        s.compact(4).unwrap();
+        assert!(s.records.get(Revision::new(4, 0)).is_some());
+        let kept = s.hash_kv(0).unwrap();
+        let mut dropped = s.clone();
+        dropped.records.remove(Revision::new(4, 0));
+        assert_eq!(kept, dropped.hash_kv(0).unwrap());
+        assert_eq!(kept, (kept.0, 4, 4));
+        // It is a change of the hashed history, not an empty hash.
+        assert_ne!(kept.0, uncompacted);
     }
 
     #[test]

@@ -91,6 +91,22 @@ impl TreeIndex {
             .restore_put(rev, create_main, version)
     }
 
+    /// Rebuilds history from a stored tombstone: ends the key's generation,
+    /// or, when it is the key's first record (compaction at exactly its
+    /// revision), starts the key's history with it
+    /// ([`KeyIndex::restore_tombstone`], etcd#19188).
+    pub(crate) fn restore_tombstone(&mut self, key: &[u8], rev: Revision) -> Result<(), Error> {
+        match self.keys.get_mut(key) {
+            Some(ki) => ki.tombstone(rev),
+            None => {
+                let mut ki = KeyIndex::new();
+                ki.restore_tombstone(rev)?;
+                self.keys.insert(key.to_vec(), ki);
+                Ok(())
+            }
+        }
+    }
+
     pub(crate) fn tombstone(&mut self, key: &[u8], rev: Revision) -> Result<(), Error> {
         match self.keys.get_mut(key) {
             Some(ki) => ki.tombstone(rev),

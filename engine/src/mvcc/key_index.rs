@@ -15,7 +15,9 @@
 //! * there is always at least one generation, and only the last may be
 //!   empty; an empty last generation means the key is deleted now;
 //! * every generation but the last ends with a tombstone and holds at least
-//!   one put before it; the last generation holds no tombstone;
+//!   one put before it, except that compaction at exactly the tombstone's
+//!   revision leaves the tombstone alone (its `created` and `ver` are then
+//!   zero); the last generation holds no tombstone;
 //! * revisions strictly increase across the whole index;
 //! * `ver` of a generation counts every revision ever added to it (puts and
 //!   its tombstone), also those since dropped by compaction, so the version
@@ -174,6 +176,29 @@ impl KeyIndex {
         Ok(())
     }
 
+    /// Rebuilds history from a stored tombstone that is the key's first
+    /// record: compaction at exactly its revision kept it and dropped the
+    /// puts before it (see [`KeyIndex::compact`]). The key must have no
+    /// history yet.
+    pub(crate) fn restore_tombstone(&mut self, rev: Revision) -> Result<(), Error> {
+        if self.modified != Revision::default() || !self.is_empty() {
+            return Err(Error::RevisionNotFound {
+                main: rev.main,
+                sub: rev.sub,
+            });
+        }
+        self.generations = vec![
+            Generation {
+                ver: 0,
+                created: Revision::default(),
+                revs: vec![rev],
+            },
+            Generation::default(),
+        ];
+        self.modified = rev;
+        Ok(())
+    }
+
     /// Records the deletion of a live key at `rev`: the tombstone ends the
     /// current generation and a new empty one begins.
     pub(crate) fn tombstone(&mut self, rev: Revision) -> Result<(), Error> {
@@ -216,23 +241,41 @@ impl KeyIndex {
         None
     }
 
-    /// Drops the history that compaction at `at_rev` no longer needs: every
-    /// generation whose tombstone is at or before `at_rev`, and within the
-    /// generation alive at `at_rev` every revision before the newest one
-    /// `<= at_rev`. Everything after `at_rev` stays.
+    /// Drops the history that compaction at `at_rev` no longer needs,
+    /// keeping what a read at `at_rev` or later and a watch from `at_rev` on
+    /// see (etcd >= 3.5.15, etcd#18274):
+    ///
+    /// * every generation whose tombstone is before `at_rev` goes;
+    /// * in every other generation, the revisions before its newest one
+    ///   `<= at_rev` go. A tombstone at exactly `at_rev` thus stays, alone
+    ///   in its generation, until a later compaction passes it: the delete
+    ///   is an event of revision `at_rev`. So does a generation that a txn
+    ///   at `at_rev` started after deleting the key (etcd#22376).
+    ///
+    /// Everything after `at_rev` stays. A generation left with only its
+    /// tombstone loses its creation revision and version (set to zero): no
+    /// read can land in it, and a restart could not recover them, so both
+    /// ways of building the index agree (see [`KeyIndex::restore_tombstone`]).
     pub(crate) fn compact(&mut self, at_rev: i64) {
         let last = self.generations.len().saturating_sub(1);
         let mut first_kept = 0;
         while first_kept < last {
             match self.generations[first_kept].revs.last() {
-                Some(tomb) if tomb.main > at_rev => break,
+                Some(tomb) if tomb.main >= at_rev => break,
                 _ => first_kept += 1,
             }
         }
         self.generations.drain(..first_kept);
-        if let Some(g) = self.generations.first_mut() {
-            if let Some(n) = g.revs.iter().rposition(|r| r.main <= at_rev) {
-                g.revs.drain(..n);
+        let last = self.generations.len().saturating_sub(1);
+        for (i, g) in self.generations.iter_mut().enumerate() {
+            let Some(n) = g.revs.iter().rposition(|r| r.main <= at_rev) else {
+                // This and every later generation lie after `at_rev`.
+                break;
+            };
+            g.revs.drain(..n);
+            if i != last && g.revs.len() == 1 {
+                g.created = Revision::default();
+                g.ver = 0;
             }
         }
     }
@@ -327,16 +370,22 @@ mod tests {
     #[test]
     fn compaction_keeps_what_reads_at_or_after_the_revision_need() {
         let all = |ki: &KeyIndex| ki.revisions().map(|r| r.main).collect::<Vec<_>>();
-        let cases: [(i64, Vec<i64>); 9] = [
+        let cases: [(i64, Vec<i64>); 14] = [
             (1, vec![2, 4, 6, 8, 10, 12, 14, 16]),
             (2, vec![2, 4, 6, 8, 10, 12, 14, 16]),
             (3, vec![2, 4, 6, 8, 10, 12, 14, 16]),
             (4, vec![4, 6, 8, 10, 12, 14, 16]),
-            (6, vec![8, 10, 12, 14, 16]),
+            (5, vec![4, 6, 8, 10, 12, 14, 16]),
+            // The tombstone at exactly the compaction revision stays.
+            (6, vec![6, 8, 10, 12, 14, 16]),
+            (7, vec![8, 10, 12, 14, 16]),
             (9, vec![8, 10, 12, 14, 16]),
             (11, vec![10, 12, 14, 16]),
-            (12, vec![14, 16]),
+            (12, vec![12, 14, 16]),
+            (13, vec![14, 16]),
+            (15, vec![14, 16]),
             (16, vec![16]),
+            (17, vec![16]),
         ];
         for (rev, want) in cases {
             let mut ki = sample();
@@ -350,6 +399,129 @@ mod tests {
         }
     }
 
+    /// etcd's TestKeyIndexCompactAndKeep (after etcd#18274), on its key:
+    /// put 2, 4, tombstone 6, put 8, 10, tombstone 12, put 14, 15.1, 16.
+    /// Each case: the compaction revision and the revisions left in each
+    /// generation (the last, empty one not listed).
+    #[test]
+    fn compaction_matches_etcds_key_index_cases() {
+        let rv = |main: i64, sub: i64| Revision::new(main, sub);
+        let mut ki = KeyIndex::new();
+        for (main, sub) in [(2, 0), (4, 0)] {
+            ki.put(rv(main, sub)).unwrap();
+        }
+        ki.tombstone(rv(6, 0)).unwrap();
+        for (main, sub) in [(8, 0), (10, 0)] {
+            ki.put(rv(main, sub)).unwrap();
+        }
+        ki.tombstone(rv(12, 0)).unwrap();
+        for (main, sub) in [(14, 0), (15, 1), (16, 0)] {
+            ki.put(rv(main, sub)).unwrap();
+        }
+        ki.tombstone(rv(17, 0)).unwrap();
+        let g1 = vec![rv(2, 0), rv(4, 0), rv(6, 0)];
+        let g2 = vec![rv(8, 0), rv(10, 0), rv(12, 0)];
+        let g3 = vec![rv(14, 0), rv(15, 1), rv(16, 0), rv(17, 0)];
+        let cases: Vec<(i64, Vec<Vec<Revision>>)> = vec![
+            (1, vec![g1.clone(), g2.clone(), g3.clone()]),
+            (2, vec![g1.clone(), g2.clone(), g3.clone()]),
+            (3, vec![g1.clone(), g2.clone(), g3.clone()]),
+            (4, vec![g1[1..].to_vec(), g2.clone(), g3.clone()]),
+            (5, vec![g1[1..].to_vec(), g2.clone(), g3.clone()]),
+            (6, vec![g1[2..].to_vec(), g2.clone(), g3.clone()]),
+            (7, vec![g2.clone(), g3.clone()]),
+            (8, vec![g2.clone(), g3.clone()]),
+            (9, vec![g2.clone(), g3.clone()]),
+            (10, vec![g2[1..].to_vec(), g3.clone()]),
+            (11, vec![g2[1..].to_vec(), g3.clone()]),
+            (12, vec![g2[2..].to_vec(), g3.clone()]),
+            (13, vec![g3.clone()]),
+            (14, vec![g3.clone()]),
+            (15, vec![g3[1..].to_vec()]),
+            (16, vec![g3[2..].to_vec()]),
+            (17, vec![g3[3..].to_vec()]),
+            (18, vec![]),
+        ];
+        for (rev, want) in cases {
+            let mut c = ki.clone();
+            c.compact(rev);
+            let mut got: Vec<Vec<Revision>> = c
+                .generations()
+                .iter()
+                .map(|g| g.revisions().to_vec())
+                .collect();
+            assert_eq!(got.pop(), Some(vec![]), "compact {rev}: last generation");
+            assert_eq!(got, want, "compact {rev}");
+            assert_eq!(c.is_empty(), want.is_empty(), "compact {rev}");
+            // Compacting the same index again at a later revision gives what
+            // compacting the original there gives (etcd's
+            // TestKeyIndexCompactOnFurtherRev).
+            for later in rev..=18 {
+                let (mut twice, mut once) = (c.clone(), ki.clone());
+                twice.compact(later);
+                once.compact(later);
+                assert_eq!(twice, once, "compact {rev} then {later}");
+            }
+        }
+    }
+
+    /// etcd#22376: a txn at the compaction revision deleted the key and then
+    /// put it again. Both the tombstone and the new value stay.
+    #[test]
+    fn compaction_keeps_a_key_deleted_and_recreated_at_the_revision() {
+        let mut ki = KeyIndex::new();
+        ki.put(r(4)).unwrap();
+        ki.tombstone(Revision::new(7, 0)).unwrap();
+        ki.put(Revision::new(7, 1)).unwrap();
+        ki.put(r(8)).unwrap();
+        let before = ki.clone();
+        ki.compact(7);
+        assert_eq!(
+            ki.revisions().collect::<Vec<_>>(),
+            vec![Revision::new(7, 0), Revision::new(7, 1), r(8)]
+        );
+        for read in 7..=9 {
+            assert_eq!(ki.get(read), before.get(read), "read {read}");
+        }
+        assert_eq!(ki.get(7).map(|k| k.created), Some(Revision::new(7, 1)));
+        ki.compact(8);
+        assert_eq!(ki.revisions().collect::<Vec<_>>(), vec![r(8)]);
+    }
+
+    /// etcd's TestRestoreTombstone (etcd#19188): a stored tombstone that is
+    /// a key's only record rebuilds the index compaction left.
+    #[test]
+    fn restored_tombstone_equals_the_compacted_index() {
+        let mut compacted = KeyIndex::new();
+        compacted.put(r(10)).unwrap();
+        compacted.put(r(12)).unwrap();
+        compacted.tombstone(r(16)).unwrap();
+        compacted.compact(16);
+        let mut restored = KeyIndex::new();
+        restored.restore_tombstone(r(16)).unwrap();
+        assert_eq!(restored, compacted);
+        for read in 16..=20 {
+            assert_eq!(restored.get(read), None, "read {read}");
+        }
+        assert!(!restored.is_empty() && !restored.is_live());
+        // Only into an index without history.
+        assert!(restored.clone().restore_tombstone(r(17)).is_err());
+        assert!(restored.tombstone(r(17)).is_err());
+        // The key can come back; a later compaction drops the tombstone.
+        restored.put(r(17)).unwrap();
+        restored.put(r(18)).unwrap();
+        let mut again = restored.clone();
+        again.compact(16);
+        assert_eq!(again, restored);
+        restored.compact(17);
+        assert_eq!(restored.generations().len(), 1);
+        assert_eq!(restored.revisions().collect::<Vec<_>>(), vec![r(17), r(18)]);
+        assert_eq!(
+            restored.get(18).map(|k| (k.created, k.version)),
+            Some((r(17), 2))
+        );
+    }
+
     #[test]
     fn compacting_a_deleted_key_empties_it() {
         let mut ki = KeyIndex::new();
@@ -357,7 +529,12 @@ mod tests {
         ki.tombstone(r(3)).unwrap();
         ki.compact(2);
         assert!(!ki.is_empty());
+        // At the tombstone's revision only the tombstone is left ...
         ki.compact(3);
+        assert!(!ki.is_empty());
+        assert_eq!(ki.revisions().collect::<Vec<_>>(), vec![r(3)]);
+        // ... until a later compaction passes it.
+        ki.compact(4);
         assert!(ki.is_empty());
     }
 

@@ -18,8 +18,10 @@
 //!   in a `RevisionStore` (module `revision_store`), the seam under which the durable
 //!   B-tree bucket will later sit. The key index only holds revisions.
 //! * Compaction at revision `c` forgets every revision that is not needed to
-//!   read at `c` or later: per key it keeps the newest revision `<= c` unless
-//!   that is a tombstone, and everything after `c`.
+//!   read at `c` or later or to watch from `c`: per key it keeps the newest
+//!   revision `<= c` of each generation alive at `c` or deleted at exactly
+//!   `c` (so a tombstone at `c` stays, as in etcd >= 3.5.15, until a later
+//!   compaction passes it), and everything after `c`.
 //!
 //! # Invariants
 //!
@@ -28,7 +30,8 @@
 //! * Every key in the index has at least one revision; only its last
 //!   generation may be empty, and an empty last generation means the key is
 //!   deleted now. Every generation but the last ends with a tombstone and
-//!   holds at least one put before it; the last generation holds no tombstone.
+//!   holds at least one put before it, unless the tombstone is at the
+//!   compaction revision; the last generation holds no tombstone.
 //! * Revisions in a key index are strictly increasing, and every revision in
 //!   the revision store is referenced by exactly one key index (and vice
 //!   versa). All stored main revisions are `<= current_revision()`.

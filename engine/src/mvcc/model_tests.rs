@@ -362,6 +362,33 @@ impl Model {
             })
             .collect()
     }
+
+    /// History from the compaction revision `c` on, as compaction leaves it
+    /// (etcd >= 3.5.15): every change at `c` stays except one that a later
+    /// change at `c` to the same key supersedes within its generation (a
+    /// tombstone ends its generation, so it always stays); events at `c`
+    /// have no `prev_kv` (it is compacted).
+    fn events_from_compaction(&self) -> Vec<Event> {
+        let c = self.compacted;
+        let mut events = self.events_since(c);
+        let at_c = events.iter().take_while(|e| e.kv.mod_revision == c).count();
+        let mut keep = vec![true; at_c];
+        for i in 0..at_c {
+            let superseded = events[i + 1..at_c]
+                .iter()
+                .any(|later| later.kv.key == events[i].kv.key);
+            keep[i] = events[i].kind == EventKind::Delete || !superseded;
+        }
+        let mut i = 0;
+        events.retain(|_| {
+            i += 1;
+            i > at_c || keep[i - 1]
+        });
+        for e in events.iter_mut().take_while(|e| e.kv.mod_revision == c) {
+            e.prev_kv = None;
+        }
+        events
+    }
 }
 
 /// A generated step. Range revisions are generated as selectors and mapped
@@ -601,6 +628,14 @@ fn check_state(store: &Store, model: &Model) -> Result<(), TestCaseError> {
         );
     }
     prop_assert_eq!(store.range(&all(cur + 1)), Err(Error::FutureRevision));
+    if model.compacted >= 1 {
+        prop_assert_eq!(
+            store.events_since(model.compacted, b"", b"\0"),
+            Ok(model.events_from_compaction()),
+            "events since the compaction revision {}",
+            model.compacted
+        );
+    }
     for rev in (model.compacted + 1).max(1)..=cur + 1 {
         prop_assert_eq!(
             store.events_since(rev, b"", b"\0"),

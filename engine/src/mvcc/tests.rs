@@ -1123,13 +1123,97 @@ fn compact_removes_keys_deleted_by_then() {
     s.assert_invariants();
     assert_eq!(get_at(&s, "a", 6).unwrap(), None);
     assert_eq!(keys(&range(&s, "", b"\0")), ["b", "c", "d"]);
-    // The delete event at the compact revision is gone with it.
+    // The delete at the compact revision is still an event of it ...
     let events = s.events_since(6, b"", b"\0").unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].kind, EventKind::Delete);
+    assert_eq!(events[0].kv.key, b("a"));
+    assert_eq!(events[1].kv, kv("b", "x", 3, 7, 2));
+    // ... until a later compaction passes it.
+    s.compact(7).unwrap();
+    s.assert_invariants();
+    let events = s.events_since(7, b"", b"\0").unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kv, kv("b", "x", 3, 7, 2));
+    assert!(s.index.iter().all(|(k, _)| k.as_slice() != b"a"));
     // Re-creating the key starts from scratch.
     put(&mut s, "a", "again");
     assert_eq!(get(&s, "a"), Some(kv("a", "again", 8, 8, 1)));
+}
+
+/// etcd#18089: a watch resuming at the compaction revision (after a compact
+/// cancel) must get every event of that revision, its deletes included.
+#[test]
+fn history_from_the_compact_revision_keeps_its_deletes() {
+    let mut s = abcd();
+    put(&mut s, "a", "2"); // 6
+    del(&mut s, "a", b"c"); // 7: a and b
+    put(&mut s, "a", "3"); // 8
+    let before = s.events_since(7, b"", b"\0").unwrap();
+    s.compact(7).unwrap();
+    s.assert_invariants();
+    let after = s.events_since(7, b"", b"\0").unwrap();
+    assert_eq!(
+        after
+            .iter()
+            .map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision))
+            .collect::<Vec<_>>(),
+        vec![
+            (EventKind::Delete, b("a"), 7),
+            (EventKind::Delete, b("b"), 7),
+            (EventKind::Put, b("a"), 8),
+        ]
+    );
+    // The same events; only prev_kv at the compact revision is compacted.
+    for (a, b) in after.iter().zip(&before) {
+        assert_eq!((a.kind, &a.kv), (b.kind, &b.kv));
+    }
+    assert_eq!(after[0].prev_kv, None);
+    assert_eq!(after[2].prev_kv, None);
+    let page = s.events_between(7, 7, b"", b"\0", 1).unwrap();
+    assert_eq!(page.events, after[..2].to_vec());
+    assert_eq!(page.more, None);
+    // Reads at and after the compact revision are unchanged.
+    let at7 = RangeRequest {
+        revision: 7,
+        ..range_req("", b"\0")
+    };
+    assert_eq!(keys(&s.range(&at7).unwrap()), ["c", "d"]);
+    assert_eq!(get(&s, "a"), Some(kv("a", "3", 8, 8, 1)));
+    // A later compaction drops the tombstones.
+    s.compact(8).unwrap();
+    s.assert_invariants();
+    assert_eq!(s.events_since(8, b"", b"\0").unwrap().len(), 1);
+    assert!(s.index.iter().all(|(k, _)| k.as_slice() != b"b"));
+}
+
+/// etcd#22376: a txn at the compaction revision deleted a key and put it
+/// again; compaction keeps both changes and the value stays readable.
+#[test]
+fn compact_at_a_delete_and_recreate_in_one_txn_keeps_both() {
+    let mut s = abcd();
+    let txn = TxnRequest {
+        compare: Vec::new(),
+        success: vec![
+            RequestOp::DeleteRange(del_req("a", b"")),
+            RequestOp::Put(put_req("a", "new")),
+        ],
+        failure: Vec::new(),
+    };
+    s.txn(&txn).unwrap(); // 6
+    s.assert_invariants();
+    s.compact(6).unwrap();
+    s.assert_invariants();
+    assert_eq!(get(&s, "a"), Some(kv("a", "new", 6, 6, 1)));
+    let events = s.events_since(6, b"a", b"").unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::Delete, EventKind::Put]
+    );
+    put(&mut s, "x", "1"); // 7
+    s.compact(7).unwrap();
+    s.assert_invariants();
+    assert_eq!(get(&s, "a"), Some(kv("a", "new", 6, 6, 1)));
 }
 
 #[test]
