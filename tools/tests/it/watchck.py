@@ -26,9 +26,9 @@ those fields added (field numbers of etcd v3.5's rpc.proto).
 Usage: watchck.py ENDPOINT SEED SECONDS [no-tombstone-compactions]
 
 With `no-tombstone-compactions` the writer never compacts at a revision
-that deleted something (etcd v3.5.1, and ferrocd with it, drop the
-tombstone at the compaction revision, so a watch from that revision misses
-the delete: etcd#18089, fixed in etcd v3.5.15).
+that deleted something (etcd v3.5.1 drops the tombstone at the compaction
+revision, so a watch from that revision misses the delete: etcd#18089,
+fixed in etcd v3.5.15; ferrocd keeps it like etcd >= 3.5.15).
 """
 
 import json
