@@ -24,6 +24,7 @@ Usage:
   ferrobench [global flags] txn-put [put flags] [--txn-ops N] [--cas]
   ferrobench [global flags] txn-mixed [KEY [END]] [put flags] [--rw-ratio F]
                                 [--limit N] [--end-key K] [--consistency l|s]
+                                [--key-prefix P]
   ferrobench [global flags] stm [--keys N] [--keys-per-txn N] [--isolation c|r|s|ss]
                                 [--txn-wr-percent P] [--val-size N] [--total N]
   ferrobench [global flags] watch-latency|lease-keepalive ...
@@ -59,7 +60,9 @@ txn-put: put flags, --txn-ops 1 (puts per txn); --cas makes each txn a
 txn-mixed (etcd defaults): --rw-ratio 1 (reads per write) --limit 1000
   --end-key \"\" --consistency l; reads are txns of one range over all keys
   (etcd: OpGet(\"\", WithPrefix, WithLimit)), writes are txns of one put of
-  key i % key-space-size.
+  key i % key-space-size. Ours: --key-prefix P puts P before every written
+  key (P + key-size bytes) and reads [P, end of prefix P) unless KEY/END say
+  otherwise: etcd's workload on a key space of its own.
 stm (etcd defaults): --keys 1 --keys-per-txn 1 --isolation r --txn-wr-percent 50
   --val-size 8; one request = one STM transaction (reads, then a commit
   txn; retried on conflict), 16-byte keys.
@@ -140,11 +143,28 @@ pub struct TxnMixedArgs {
     /// Reads per write (`--rw-ratio`): a request reads with probability
     /// `rw / (1 + rw)`.
     pub rw_ratio: f64,
-    /// Read range: `[key, end)`, etcd's default `[\0, \0)`: every key.
+    /// `--key-prefix` (ours, not etcd's): written before every write key;
+    /// empty by default, as etcd.
+    pub key_prefix: Vec<u8>,
+    /// Read range: `[key, end)`, etcd's default `[\0, \0)`: every key;
+    /// with a key prefix, every key with that prefix.
     pub key: Vec<u8>,
     pub end: Vec<u8>,
     pub limit: i64,
     pub serializable: bool,
+}
+
+impl TxnMixedArgs {
+    /// The key the write of request `i` puts: etcd's `PutVarint(k, i %
+    /// key-space-size)` in `--key-size` bytes, after the key prefix.
+    pub fn write_key(&self, i: u64) -> Vec<u8> {
+        let mut k = self.key_prefix.clone();
+        k.extend(crate::keys::key_bytes(
+            i % self.put.key_space_size.max(1),
+            self.put.key_size,
+        ));
+        k
+    }
 }
 
 /// STM isolation levels (etcd's `--isolation` letters).
@@ -337,6 +357,7 @@ where
     let mut rw_ratio = 1.0f64;
     let mut limit: i64 = 1000;
     let mut end_key: Option<String> = None;
+    let mut key_prefix = String::new();
     let mut stm = StmArgs {
         total: 10000,
         keys: 1,
@@ -405,6 +426,7 @@ where
             }
             ("txn-mixed", "limit") => limit = number(&name, &need(v)?)?,
             ("txn-mixed", "end-key") => end_key = Some(need(v)?),
+            ("txn-mixed", "key-prefix") => key_prefix = need(v)?,
             ("txn-mixed", "consistency") => consistency = need(v)?,
             ("stm", "total") => stm.total = number(&name, &need(v)?)?,
             ("stm", "keys") => {
@@ -488,15 +510,24 @@ where
             crate::keys::check_key_size(put.key_size, put.key_space_size)
                 .map_err(ParseError::Usage)?;
             // etcd reads OpGet("", WithPrefix): key and end are both "\0",
-            // i.e. every key. A KEY [END] or --end-key narrows it.
-            let key = rest.first().map_or(vec![0], |k| k.as_bytes().to_vec());
+            // i.e. every key; with --key-prefix P, OpGet(P, WithPrefix).
+            // A KEY [END] or --end-key narrows it.
+            let key_prefix = key_prefix.into_bytes();
+            let (default_key, default_end) = if key_prefix.is_empty() {
+                (vec![0], vec![0])
+            } else {
+                (key_prefix.clone(), crate::keys::prefix_end(&key_prefix))
+            };
+            let key = rest.first().map_or(default_key, |k| k.as_bytes().to_vec());
             let end = match (rest.get(1), end_key) {
                 (Some(e), _) => e.as_bytes().to_vec(),
                 (None, Some(e)) if !e.is_empty() => e.into_bytes(),
+                (None, _) if rest.is_empty() => default_end,
                 _ => vec![0],
             };
             Command::TxnMixed(TxnMixedArgs {
                 put,
+                key_prefix,
                 rw_ratio,
                 key,
                 end,
@@ -659,6 +690,41 @@ mod tests {
         assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("s"), None);
+    }
+
+    #[test]
+    fn txn_mixed_reads_every_key_or_its_key_prefix() {
+        let mixed = |s: &str| match p(s).unwrap().command {
+            Command::TxnMixed(m) => m,
+            other => panic!("not txn-mixed: {other:?}"),
+        };
+        // etcd: writes PutVarint(i % key-space-size), reads every key.
+        let m = mixed("txn-mixed --key-space-size 100");
+        assert_eq!((m.key.as_slice(), m.end.as_slice()), (&[0][..], &[0][..]));
+        assert_eq!(m.write_key(101), [2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!((m.rw_ratio, m.limit, m.serializable), (1.0, 1000, false));
+        // A key prefix goes before every written key and is the read range.
+        let m = mixed("txn-mixed --key-space-size 100 --key-prefix mixed/");
+        assert_eq!(m.write_key(101), b"mixed/\x02\0\0\0\0\0\0\0");
+        assert_eq!(
+            (m.key.as_slice(), m.end.as_slice()),
+            (&b"mixed/"[..], &b"mixed0"[..])
+        );
+        assert!((0..100).all(|i| {
+            let k = m.write_key(i);
+            m.key <= k && k < m.end
+        }));
+        // KEY [END] and --end-key still choose the read range.
+        let m = mixed("txn-mixed a c --key-prefix mixed/");
+        assert_eq!((m.key.as_slice(), m.end.as_slice()), (&b"a"[..], &b"c"[..]));
+        let m = mixed("txn-mixed a --key-prefix mixed/");
+        assert_eq!((m.key.as_slice(), m.end.as_slice()), (&b"a"[..], &[0][..]));
+        let m = mixed("txn-mixed --end-key z --key-prefix mixed/");
+        assert_eq!(
+            (m.key.as_slice(), m.end.as_slice()),
+            (&b"mixed/"[..], &b"z"[..])
+        );
+        assert!(p("put --key-prefix x").is_err(), "txn-mixed's flag");
     }
 
     #[test]

@@ -53,6 +53,20 @@ pub fn key_bytes(n: u64, key_size: usize) -> Vec<u8> {
     k
 }
 
+/// etcd's `GetPrefixRangeEnd`: the end of the range of every key that
+/// starts with `prefix` (`\0`, every key, if there is no such end).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.last_mut() {
+        if *last < 0xff {
+            *last += 1;
+            return end;
+        }
+        end.pop();
+    }
+    vec![0]
+}
+
 /// Chooses the key number of request `i`.
 pub struct KeyGen {
     key_space_size: u64,
@@ -118,6 +132,14 @@ mod tests {
         // The default key space of 1 always gives key 0, as etcd.
         let mut one = KeyGen::new(1, false, 7);
         assert!((0..100).all(|i| one.key_number(i) == 0));
+    }
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"mixed/"), b"mixed0");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), [0]);
+        assert_eq!(prefix_end(b""), [0]);
     }
 
     #[test]

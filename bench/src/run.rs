@@ -415,7 +415,7 @@ async fn client_loop(
                     // etcd: binary.PutVarint(k, i % keySpaceSize).
                     RequestOp {
                         request: Some(request_op::Request::RequestPut(PutRequest {
-                            key: key_bytes(n % m.put.key_space_size, m.put.key_size),
+                            key: m.write_key(n),
                             value: plan.value.clone(),
                             ..PutRequest::default()
                         })),

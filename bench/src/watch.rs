@@ -20,6 +20,7 @@ use net::pb::etcdserverpb::{
     watch_request::RequestUnion, PutRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 
+use crate::keys::prefix_end;
 use crate::report::{Recorder, Report};
 use crate::run::read_cpu;
 use crate::stream_cmd::{rss_kib, Extra, StreamGlobal, WatchLatencyArgs};
@@ -28,19 +29,6 @@ const WATCH: &str = "/etcdserverpb.Watch/Watch";
 /// How long events may still come after the last put.
 const DRAIN: Duration = Duration::from_secs(30);
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// etcd's `GetPrefixRangeEnd`.
-fn prefix_end(key: &[u8]) -> Vec<u8> {
-    let mut end = key.to_vec();
-    while let Some(last) = end.last_mut() {
-        if *last < 0xff {
-            *last += 1;
-            return end;
-        }
-        end.pop();
-    }
-    vec![0]
-}
 
 pub fn run(g: &StreamGlobal, a: &WatchLatencyArgs) -> Result<(Report, Extra), String> {
     let (g, a) = (g.clone(), a.clone());
