@@ -297,6 +297,13 @@ pub struct WalOptions {
     /// Preallocated size of each segment; a multiple of [`BLOCK`], at least
     /// 16 blocks. etcd's is 64 MB; ours 64 MiB.
     pub segment_size: u64,
+    /// Size of the first segment of a new WAL (capped at `segment_size`).
+    /// Smaller than the others so that a new member does not zero-fill
+    /// 64 MiB before it serves (measured: ~40 ms of a ~114 ms fresh start);
+    /// the next segment, full size, is prepared in the background as usual.
+    /// Each segment's header carries its own size, so readers need no
+    /// setting.
+    pub first_segment_size: u64,
     /// `release_to` keeps at least this many segments (etcd `--max-wals`, 5).
     pub max_wals: usize,
     pub sync: SyncMethod,
@@ -310,6 +317,7 @@ impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
             segment_size: 64 << 20,
+            first_segment_size: 4 << 20,
             max_wals: 5,
             sync: DEFAULT_SYNC,
             prepare_next: true,

@@ -926,7 +926,7 @@ async fn commit(sh: &Rc<Shared>) -> Result<(), WalError> {
 /// latest hard state and checkpoint) written and synced under the `.tmp`
 /// name, then renamed and the directory fsynced. Also used by `create`.
 async fn new_segment(sh: &Rc<Shared>) -> Result<(), WalError> {
-    let (seq, first_index, prepared, records, batch_seq) = {
+    let (seq, first_index, prepared, records, batch_seq, first) = {
         let mut st = sh.st.borrow_mut();
         let seq = st.segments.last().map_or(0, |s| s.seq + 1);
         let mut records = vec![Record::Metadata(st.log.metadata.clone())];
@@ -938,9 +938,14 @@ async fn new_segment(sh: &Rc<Shared>) -> Result<(), WalError> {
             st.prepared.take(),
             records,
             st.next_batch_seq,
+            st.segments.is_empty(),
         )
     };
-    let size = sh.opts.segment_size;
+    let size = if first {
+        sh.opts.first_segment_size.min(sh.opts.segment_size)
+    } else {
+        sh.opts.segment_size
+    };
     let mut f = match prepared {
         Some(t) => t.await?,
         None => segment::prepare(&sh.dir, seq, size, sh.opts.sync).await?,
@@ -1036,6 +1041,16 @@ fn check_opts(o: &WalOptions) -> Result<(), WalError> {
             what: format!(
                 "segment size {} (must be a multiple of {BLOCK}, at least {})",
                 o.segment_size,
+                16 * BLOCK
+            ),
+        });
+    }
+    let first = o.first_segment_size.min(o.segment_size);
+    if !first.is_multiple_of(BLOCK) || first < 16 * BLOCK {
+        return Err(WalError::Unsupported {
+            what: format!(
+                "first segment size {} (must be a multiple of {BLOCK}, at least {})",
+                o.first_segment_size,
                 16 * BLOCK
             ),
         });

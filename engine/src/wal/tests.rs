@@ -223,6 +223,65 @@ fn create_and_open_refuse_the_wrong_directory() {
     });
 }
 
+/// A new WAL's first segment may be smaller than the rest (a fresh member
+/// then zero-fills less before it serves): a batch that does not fit its
+/// room moves to a full-size segment, and a reopen reads both by their
+/// headers' sizes.
+#[test]
+fn first_segment_can_be_smaller() {
+    run(|| async {
+        let dir = tmp_dir("firstseg");
+        let o = WalOptions {
+            segment_size: 4 * SEG,
+            first_segment_size: SEG,
+            max_wals: 5,
+            ..WalOptions::default()
+        };
+        let wal = Wal::create(&dir, b"m", o.clone()).await.unwrap();
+        let mut all = Vec::new();
+        // A few small batches, then one that fits a full segment's quarter
+        // but not the first segment's room, then more small ones.
+        for i in 1..=40u64 {
+            let len = if i == 5 {
+                SEG as usize - 2 * BLOCK as usize
+            } else {
+                3000
+            };
+            let r = ent(i, 1, len);
+            all.push(entry_of(&r));
+            wal.append(&[r]).await.unwrap();
+        }
+        wal.close().await.unwrap();
+        let mut sizes: Vec<(String, u64)> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, e.metadata().unwrap().len())
+            })
+            .filter(|(n, _)| n.ends_with(".wal"))
+            .collect();
+        sizes.sort();
+        assert!(sizes.len() >= 2, "{sizes:?}");
+        assert_eq!(sizes[0].1, SEG, "first segment: {sizes:?}");
+        assert!(sizes[1..].iter().all(|(_, l)| *l == 4 * SEG), "{sizes:?}");
+        let (wal, rec) = Wal::open(&dir, o.clone()).await.unwrap();
+        assert_eq!(rec.entries, all);
+        assert_eq!(rec.torn_tail, None);
+        wal.close().await.unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        // Both sizes are checked like the segment size.
+        let bad = WalOptions {
+            first_segment_size: SEG + 1,
+            ..o
+        };
+        assert!(matches!(
+            Wal::create(&tmp_dir("firstseg-bad"), b"m", bad).await,
+            Err(WalError::Unsupported { .. })
+        ));
+    });
+}
+
 #[test]
 fn appends_are_validated() {
     run(|| async {
