@@ -177,6 +177,9 @@ pub use cursor::{Entry, Range};
 pub use db::fp::arm_all_threads as arm_failpoints_on_all_threads;
 pub use db::{CompactReport, Db, IntegrityReport, Options, ReadMode, ReadTxn, Stats, WriteTxn};
 pub use error::BtreeError;
+/// The in-memory disk, for tests of layers above (e.g. the MVCC model test).
+#[cfg(test)]
+pub(crate) use storage::mem::MemDisk;
 
 /// Longest key (and bucket name) accepted, in bytes.
 pub const MAX_KEY_LEN: usize = format::MAX_KEY_LEN;

@@ -320,9 +320,11 @@ fn leases_are_persisted_with_the_key_space_and_restored() {
         ]
     );
     let mut r = Lessor::restore(cfg(), recs);
-    for (k, lease) in store.key_leases_since(0).collect::<Vec<_>>() {
-        r.set_key_lease(k, LeaseId(lease));
-    }
+    store
+        .key_leases_since(0, |k, lease| {
+            r.set_key_lease(k, LeaseId(lease));
+        })
+        .unwrap();
     assert_eq!(r.keys(LeaseId(1)).unwrap(), vec![b"a".to_vec()]);
     assert_eq!(r.lease_of(b"b"), LeaseId::NONE, "its lease is gone");
     r.promote(t0, Duration::ZERO);

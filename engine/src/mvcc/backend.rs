@@ -6,8 +6,13 @@
 //! one plus the meta values **in one B-tree commit**, so the applied index
 //! on disk always matches the data on disk (the etcd 3.5.0–3.5.2 bug
 //! etcd#13766 was these two drifting apart). Recovery opens the last commit,
-//! rebuilds the key index from the records, and replays the WAL after
-//! `consistent_index`.
+//! rebuilds the key index from the records (without keeping their values:
+//! the store reads them from a snapshot of the file, module
+//! `revision_store`), and replays the WAL after `consistent_index`.
+//!
+//! After [`save`] returns, the caller hands the store a snapshot taken
+//! after that commit ([`Store::checkpoint_committed`]); the store then drops
+//! from memory the records the checkpoint wrote and reads them from the file.
 //!
 //! Byte formats (engine/FORMAT.md, "MVCC in the B-tree"), little-endian
 //! except the revision key, which is big-endian so that byte order is
@@ -26,9 +31,9 @@
 
 use super::kv::KeyValue;
 use super::revision::Revision;
-use super::revision_store::Record;
+use super::revision_store::{Change, Record, RevisionStore, Ticket};
 use super::store::Store;
-use crate::btree::{BtreeError, Db};
+use crate::btree::{BtreeError, Db, ReadTxn};
 
 pub const KEY_BUCKET: &str = "key";
 pub const META_BUCKET: &str = "meta";
@@ -52,7 +57,10 @@ pub enum BackendError {
 /// written to the B-tree without it.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
-    changes: Vec<(Revision, Option<Record>)>,
+    /// Records are shared with the store (which keeps them readable until
+    /// the commit is installed), not copied.
+    changes: Vec<Change>,
+    ticket: Ticket,
     current_rev: i64,
     compact_rev: i64,
     /// The lessor's changes as of the same applied index (engine::lease),
@@ -96,8 +104,10 @@ impl Checkpoint {
 impl Store {
     /// Takes the changes made since the last call.
     pub fn take_checkpoint(&mut self) -> Checkpoint {
+        let (ticket, changes) = self.records.take_dirty();
         Checkpoint {
-            changes: self.records.take_dirty(),
+            changes,
+            ticket,
             current_rev: self.current_revision(),
             compact_rev: self.raw_compact_revision(),
             leases: Default::default(),
@@ -107,7 +117,33 @@ impl Store {
     }
 }
 
-fn rev_key(r: Revision) -> [u8; 17] {
+impl Store {
+    /// `cp` (taken from this store) is committed, and `snapshot` was taken
+    /// from the same file after that commit: the store reads from it from
+    /// now on and drops from memory every record `cp` wrote that was not
+    /// changed again since. Returns how many records it dropped. A
+    /// checkpoint of another store (e.g. the one a Raft snapshot replaced),
+    /// or older than one already installed, changes nothing.
+    pub fn checkpoint_committed(&mut self, cp: &Checkpoint, snapshot: ReadTxn) -> usize {
+        self.records.committed(cp.ticket, snapshot)
+    }
+
+    /// Reads from `snapshot` from now on. It must hold every checkpoint
+    /// committed so far, e.g. a snapshot of the file an online defrag
+    /// (`Db::defrag_online`) rewrote, so the old file can be let go.
+    pub fn use_snapshot(&mut self, snapshot: ReadTxn) {
+        self.records.use_snapshot(snapshot);
+    }
+
+    /// Number of records held in memory rather than read from the file:
+    /// those written since the last checkpoint installed with
+    /// [`checkpoint_committed`](Store::checkpoint_committed).
+    pub fn records_in_memory(&self) -> usize {
+        self.records.in_memory()
+    }
+}
+
+pub(super) fn rev_key(r: Revision) -> [u8; 17] {
     let mut k = [0u8; 17];
     k[..8].copy_from_slice(&(r.main as u64).to_be_bytes());
     k[8] = b'_';
@@ -115,7 +151,7 @@ fn rev_key(r: Revision) -> [u8; 17] {
     k
 }
 
-fn parse_rev_key(k: &[u8]) -> Result<Revision, BackendError> {
+pub(super) fn parse_rev_key(k: &[u8]) -> Result<Revision, BackendError> {
     if k.len() != 17 || k[8] != b'_' {
         return Err(BackendError::Corrupt(format!(
             "revision key of {} bytes",
@@ -129,29 +165,43 @@ fn parse_rev_key(k: &[u8]) -> Result<Revision, BackendError> {
     Ok(Revision::new(main, u64::from_be_bytes(a) as i64))
 }
 
-fn encode_record(rec: &Record) -> Vec<u8> {
+/// Encodes `rec` into `buf` (cleared first), as stored in the key bucket.
+pub(super) fn encode_record(rec: &Record, buf: &mut Vec<u8>) {
+    buf.clear();
     match rec {
         Record::Put(kv) => {
-            let mut v = Vec::with_capacity(29 + kv.key.len() + kv.value.len());
-            v.push(1);
-            v.extend_from_slice(&kv.create_revision.to_le_bytes());
-            v.extend_from_slice(&kv.version.to_le_bytes());
-            v.extend_from_slice(&kv.lease.to_le_bytes());
-            v.extend_from_slice(&(kv.key.len() as u32).to_le_bytes());
-            v.extend_from_slice(&kv.key);
-            v.extend_from_slice(&kv.value);
-            v
+            buf.reserve(29 + kv.key.len() + kv.value.len());
+            buf.push(1);
+            buf.extend_from_slice(&kv.create_revision.to_le_bytes());
+            buf.extend_from_slice(&kv.version.to_le_bytes());
+            buf.extend_from_slice(&kv.lease.to_le_bytes());
+            buf.extend_from_slice(&(kv.key.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&kv.key);
+            buf.extend_from_slice(&kv.value);
         }
         Record::Tombstone { key } => {
-            let mut v = Vec::with_capacity(1 + key.len());
-            v.push(2);
-            v.extend_from_slice(key);
-            v
+            buf.reserve(1 + key.len());
+            buf.push(2);
+            buf.extend_from_slice(key);
         }
     }
 }
 
-fn decode_record(rev: Revision, b: &[u8]) -> Result<Record, BackendError> {
+/// A stored record, borrowed from its bytes.
+enum Parsed<'b> {
+    Put {
+        create: i64,
+        version: i64,
+        lease: i64,
+        key: &'b [u8],
+        value: &'b [u8],
+    },
+    Tombstone {
+        key: &'b [u8],
+    },
+}
+
+fn parse_record(rev: Revision, b: &[u8]) -> Result<Parsed<'_>, BackendError> {
     let bad =
         |what: &str| BackendError::Corrupt(format!("record {}/{}: {what}", rev.main, rev.sub));
     let (&kind, rest) = b.split_first().ok_or_else(|| bad("empty"))?;
@@ -172,18 +222,37 @@ fn decode_record(rev: Revision, b: &[u8]) -> Result<Record, BackendError> {
             if body.len() < klen {
                 return Err(bad("key longer than record"));
             }
-            Ok(Record::Put(KeyValue {
-                key: body[..klen].to_vec(),
-                create_revision: i64_at(0),
-                mod_revision: rev.main,
+            Ok(Parsed::Put {
+                create: i64_at(0),
                 version: i64_at(8),
-                value: body[klen..].to_vec(),
                 lease: i64_at(16),
-            }))
+                key: &body[..klen],
+                value: &body[klen..],
+            })
         }
-        2 => Ok(Record::Tombstone { key: rest.to_vec() }),
+        2 => Ok(Parsed::Tombstone { key: rest }),
         _ => Err(bad("unknown kind")),
     }
+}
+
+pub(super) fn decode_record(rev: Revision, b: &[u8]) -> Result<Record, BackendError> {
+    Ok(match parse_record(rev, b)? {
+        Parsed::Put {
+            create,
+            version,
+            lease,
+            key,
+            value,
+        } => Record::Put(KeyValue {
+            key: key.to_vec(),
+            create_revision: create,
+            mod_revision: rev.main,
+            version,
+            value: value.to_vec(),
+            lease,
+        }),
+        Parsed::Tombstone { key } => Record::Tombstone { key: key.to_vec() },
+    })
 }
 
 impl Store {
@@ -205,15 +274,18 @@ impl Store {
             return Err(super::Error::Compacted);
         }
         let mut h = crc32fast::Hasher::new();
-        for (r, rec) in self.records.since(Revision::new(0, 0)) {
+        let mut buf = Vec::new();
+        for item in self.records.since(Revision::new(0, 0)) {
+            let (r, rec) = item?;
             if r.main > rev {
                 break;
             }
-            if r.main == self.raw_compact_revision() && matches!(rec, Record::Tombstone { .. }) {
+            if r.main == self.raw_compact_revision() && matches!(&*rec, Record::Tombstone { .. }) {
                 continue;
             }
             h.update(&rev_key(r));
-            h.update(&encode_record(rec));
+            encode_record(&rec, &mut buf);
+            h.update(&buf);
         }
         Ok((h.finalize(), self.compact_revision(), rev))
     }
@@ -239,10 +311,15 @@ pub fn save(db: &Db, cp: &Checkpoint, applied: AppliedState) -> Result<(), Backe
     let mut tx = db.begin_write()?;
     tx.create_bucket(KEY_BUCKET)?;
     tx.create_bucket(META_BUCKET)?;
+    // One buffer for every record: the B-tree copies what it keeps.
+    let mut buf = Vec::new();
     for (rev, rec) in &cp.changes {
         let k = rev_key(*rev);
         match rec {
-            Some(r) => tx.insert(KEY_BUCKET, &k, &encode_record(r))?,
+            Some(r) => {
+                encode_record(r, &mut buf);
+                tx.insert(KEY_BUCKET, &k, &buf)?
+            }
             None => {
                 tx.remove(KEY_BUCKET, &k)?;
             }
@@ -277,8 +354,10 @@ pub fn load_meta(db: &Db, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
     Ok(rd.get(META_BUCKET, key.as_bytes())?)
 }
 
-/// Rebuilds the store from the last commit. A file without our buckets is a
-/// fresh store at applied index 0.
+/// Rebuilds the store from the last commit: the key index from the key
+/// bucket's records (their values are not kept: the store reads them from a
+/// snapshot of this commit). A file without our buckets is a fresh store at
+/// applied index 0.
 pub fn load(db: &Db) -> Result<(Store, AppliedState), BackendError> {
     let rd = db.begin_read();
     if !rd.buckets().iter().any(|b| b == META_BUCKET) {
@@ -294,16 +373,28 @@ pub fn load(db: &Db) -> Result<(Store, AppliedState), BackendError> {
         meta_u64(rd.get(META_BUCKET, b"current_rev")?, "current_rev")?.map_or(1, |v| v as i64);
     let compact =
         meta_u64(rd.get(META_BUCKET, b"compact_rev")?, "compact_rev")?.map_or(-1, |v| v as i64);
-    let mut records = Vec::new();
+    let mut index_of = super::index::TreeIndex::default();
     if rd.buckets().iter().any(|b| b == KEY_BUCKET) {
+        let corrupt = |e| BackendError::Corrupt(format!("rebuilding the key index: {e}"));
         for item in rd.range(KEY_BUCKET, ..)? {
             let (k, v) = item?;
             let rev = parse_rev_key(&k)?;
-            records.push((rev, decode_record(rev, &v)?));
+            match parse_record(rev, &v)? {
+                Parsed::Put {
+                    create,
+                    version,
+                    key,
+                    ..
+                } => index_of
+                    .restore_put(key, rev, create, version)
+                    .map_err(corrupt)?,
+                Parsed::Tombstone { key } => {
+                    index_of.restore_tombstone(key, rev).map_err(corrupt)?
+                }
+            }
         }
     }
-    let store = Store::restore(records, current, compact)
-        .map_err(|e| BackendError::Corrupt(format!("rebuilding the key index: {e}")))?;
+    let store = Store::restore(index_of, RevisionStore::from_file(rd), current, compact);
     Ok((store, AppliedState { index, term }))
 }
 
@@ -421,6 +512,109 @@ mod tests {
         assert_eq!(all(&r, 0), all(&s, 0));
     }
 
+    fn put(s: &mut Store, k: &str, v: &str) {
+        s.put(&PutRequest {
+            key: k.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    /// What a reader can observe: every readable revision, the history and
+    /// the hash.
+    type Observed = (Vec<Vec<KeyValue>>, Vec<crate::mvcc::Event>, (u32, i64, i64));
+
+    fn observe(s: &Store) -> Observed {
+        let revs = (s.compact_revision().max(1)..=s.current_revision())
+            .map(|r| all(s, r))
+            .collect();
+        let events = s
+            .events_since(s.compact_revision().max(1), &[0], &[0])
+            .unwrap();
+        (revs, events, s.hash_kv(0).unwrap())
+    }
+
+    /// After a committed checkpoint the store holds none of its records in
+    /// memory and reads them back from the file; a later compaction and
+    /// online defrag keep it that way.
+    #[test]
+    fn committed_records_are_evicted_and_read_from_the_file() {
+        let path = tmp("evict");
+        let db = Db::open(&path, Options::default()).unwrap();
+        let (mut s, _) = load(&db).unwrap();
+        for i in 0..200 {
+            put(&mut s, &format!("k{:03}", i % 50), &format!("v{i}"));
+        }
+        s.delete_range(&DeleteRangeRequest {
+            key: b"k000".to_vec(),
+            range_end: b"k010".to_vec(),
+            prev_kv: false,
+        })
+        .unwrap();
+        assert_eq!(s.records_in_memory(), 210);
+        let before = observe(&s);
+        let cp = s.take_checkpoint();
+        // Written after the checkpoint was taken: stays in memory.
+        put(&mut s, "late", "x");
+        save(&db, &cp, AppliedState { index: 1, term: 1 }).unwrap();
+        assert_eq!(s.checkpoint_committed(&cp, db.begin_read()), 210);
+        assert_eq!(s.records_in_memory(), 1);
+        // Installing the same checkpoint again changes nothing.
+        assert_eq!(s.checkpoint_committed(&cp, db.begin_read()), 0);
+        let after = observe(&s);
+        assert_eq!(after.0[..before.0.len()], before.0[..]);
+        assert_eq!(after.1[..before.1.len()], before.1[..]);
+        assert_eq!(all(&s, 0).len(), 41);
+
+        // Compaction removes records from the file too; until the
+        // removal is committed the file's copies stay hidden.
+        s.compact(150).unwrap();
+        let compacted = observe(&s);
+        let cp = s.take_checkpoint();
+        // Revisions 2..=150 held 149 puts to 50 keys; 99 of them are
+        // garbage, all in the file only. Plus "late", still unwritten.
+        assert_eq!(cp.len(), 99 + 1);
+        save(&db, &cp, AppliedState { index: 2, term: 1 }).unwrap();
+        s.checkpoint_committed(&cp, db.begin_read());
+        assert_eq!(s.records_in_memory(), 0);
+        assert_eq!(observe(&s), compacted);
+
+        // Online defrag: the store moves to the new file, old one gone.
+        db.defrag_online().unwrap();
+        s.use_snapshot(db.begin_read());
+        assert_eq!(observe(&s), compacted);
+        put(&mut s, "k001", "again");
+        let cp = s.take_checkpoint();
+        save(&db, &cp, AppliedState { index: 3, term: 1 }).unwrap();
+        s.checkpoint_committed(&cp, db.begin_read());
+        assert_eq!(s.records_in_memory(), 0);
+        let last = observe(&s);
+        drop(s);
+        // A restart rebuilds only the index and reads the same.
+        let (r, _) = load(&db).unwrap();
+        assert_eq!(r.records_in_memory(), 0);
+        assert_eq!(observe(&r), last);
+    }
+
+    /// A checkpoint taken from another store (e.g. the one a Raft snapshot
+    /// replaced) evicts nothing.
+    #[test]
+    fn a_checkpoint_of_another_store_evicts_nothing() {
+        let path = tmp("other");
+        let db = Db::open(&path, Options::default()).unwrap();
+        let mut a = Store::new();
+        let mut b = Store::new();
+        put(&mut a, "k", "a");
+        put(&mut b, "k", "b");
+        let cp = a.take_checkpoint();
+        save(&db, &cp, AppliedState { index: 1, term: 1 }).unwrap();
+        assert_eq!(b.checkpoint_committed(&cp, db.begin_read()), 0);
+        assert_eq!(all(&b, 0)[0].value, b"b");
+        assert_eq!(a.checkpoint_committed(&cp, db.begin_read()), 1);
+        assert_eq!(all(&a, 0)[0].value, b"a");
+    }
+
     #[test]
     fn hash_kv_tells_histories_apart_and_respects_revisions() {
         let mut a = Store::new();
@@ -459,7 +653,13 @@ mod tests {
     }
 
     fn records(s: &Store) -> Vec<(Revision, Record)> {
-        s.records.iter().map(|(r, rec)| (*r, rec.clone())).collect()
+        s.records
+            .since(Revision::new(0, 0))
+            .map(|item| {
+                let (r, rec) = item.unwrap();
+                (r, rec.into_owned())
+            })
+            .collect()
     }
 
     fn checkpoint(db: &Db, s: &mut Store, index: u64) -> Store {
@@ -549,7 +749,7 @@ mod tests {
         .unwrap(); // 4
         let uncompacted = s.hash_kv(0).unwrap().0;
         s.compact(4).unwrap();
-        assert!(s.records.get(Revision::new(4, 0)).is_some());
+        assert!(s.records.get(Revision::new(4, 0)).unwrap().is_some());
         let kept = s.hash_kv(0).unwrap();
         let mut dropped = s.clone();
         dropped.records.remove(Revision::new(4, 0));

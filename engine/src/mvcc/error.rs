@@ -27,4 +27,8 @@ pub enum Error {
     /// request's contents.
     #[error("mvcc: revision not found")]
     RevisionNotFound { main: i64, sub: i64 },
+    /// Reading a record from the backend file failed (an I/O error or a
+    /// corrupt page or record). Never caused by a request's contents.
+    #[error("mvcc: backend: {0}")]
+    Backend(String),
 }

@@ -52,7 +52,8 @@ impl Store {
         let mut page = EventPage::default();
         let mut revisions = 0usize;
         let mut last_main = None;
-        for (r, record) in self.records.since(Revision::new(from, 0)) {
+        for item in self.records.since(Revision::new(from, 0)) {
+            let (r, record) = item?;
             if r.main > to {
                 break;
             }
@@ -67,12 +68,12 @@ impl Store {
                 revisions += 1;
                 last_main = Some(r.main);
             }
-            let (kind, kv) = match record {
-                Record::Put(kv) => (EventKind::Put, kv.clone()),
+            let (kind, kv) = match record.into_owned() {
+                Record::Put(kv) => (EventKind::Put, kv),
                 Record::Tombstone { key } => (
                     EventKind::Delete,
                     KeyValue {
-                        key: key.clone(),
+                        key,
                         mod_revision: r.main,
                         ..KeyValue::default()
                     },

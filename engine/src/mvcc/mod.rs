@@ -15,8 +15,17 @@
 //!   a tombstone when the key is deleted. The next put starts a new
 //!   generation with `version` 1.
 //! * The revisions themselves (revision → stored key-value or tombstone) live
-//!   in a `RevisionStore` (module `revision_store`), the seam under which the durable
-//!   B-tree bucket will later sit. The key index only holds revisions.
+//!   in a `RevisionStore` (module `revision_store`) over the B-tree file's
+//!   `key` bucket. The key index only holds revisions, and is always
+//!   entirely in memory (as etcd's `treeIndex`).
+//! * In memory vs in the file: a record is held in memory from its write
+//!   until the checkpoint that wrote it is committed and installed
+//!   (`Store::checkpoint_committed`, with a snapshot of the file taken after
+//!   that commit); from then on it is read from that snapshot (the file's
+//!   memory map). Removals (compaction, undo) are kept in memory until
+//!   committed, and hide the file's copy. A store without a file
+//!   (`Store::new`, never checkpointed) keeps everything in memory. A store
+//!   loaded from the file (`load`) rebuilds only the key index.
 //! * Compaction at revision `c` forgets every revision that is not needed to
 //!   read at `c` or later or to watch from `c`: per key it keeps the newest
 //!   revision `<= c` of each generation alive at `c` or deleted at exactly
@@ -33,8 +42,9 @@
 //!   holds at least one put before it, unless the tombstone is at the
 //!   compaction revision; the last generation holds no tombstone.
 //! * Revisions in a key index are strictly increasing, and every revision in
-//!   the revision store is referenced by exactly one key index (and vice
-//!   versa). All stored main revisions are `<= current_revision()`.
+//!   the revision store (memory and file together, removals applied) is
+//!   referenced by exactly one key index (and vice versa). All stored main
+//!   revisions are `<= current_revision()`.
 //! * Reads at any revision in `[compact_revision(), current_revision()]` see
 //!   exactly the key space as it was right after that revision's write.
 //! * A request that fails leaves the store exactly as it was (a txn's branch

@@ -4,11 +4,18 @@
 //! response (or error) must match, and after every step every readable
 //! revision must read back exactly the model's snapshot, along with the
 //! history replayed by `events_since`.
+//!
+//! A second property runs the same histories on a store backed by a B-tree
+//! file, with checkpoints taken, committed (evicting what they wrote from
+//! memory), lost, and restarts from the file at random points; the same
+//! checks hold, plus `hash_kv` against a hash computed from the model.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use super::revision::Revision;
+use super::revision_store::Record;
 use super::*;
 
 type Snapshot = BTreeMap<Vec<u8>, KeyValue>;
@@ -348,6 +355,42 @@ impl Model {
         })
     }
 
+    /// etcd's HashKV at `rev` computed from the history: every change at a
+    /// main revision `<= rev` that compaction kept (everything after the
+    /// compaction revision; at or before it, per key only the newest
+    /// change, if it is a put), hashed as stored in the B-tree.
+    fn hash(&self, rev: i64) -> u32 {
+        let c = self.compacted;
+        let mut newest: BTreeMap<&[u8], (i64, usize)> = BTreeMap::new();
+        for (main, changes) in self.history.range(..=c) {
+            for (sub, ch) in changes.iter().enumerate() {
+                newest.insert(&ch.kv.key, (*main, sub));
+            }
+        }
+        let mut h = crc32fast::Hasher::new();
+        let mut buf = Vec::new();
+        for (main, changes) in self.history.range(..=rev) {
+            for (sub, ch) in changes.iter().enumerate() {
+                let kept = *main > c
+                    || (ch.kind == EventKind::Put
+                        && newest.get(ch.kv.key.as_slice()) == Some(&(*main, sub)));
+                if !kept {
+                    continue;
+                }
+                let record = match ch.kind {
+                    EventKind::Put => Record::Put(ch.kv.clone()),
+                    EventKind::Delete => Record::Tombstone {
+                        key: ch.kv.key.clone(),
+                    },
+                };
+                h.update(&backend::rev_key(Revision::new(*main, sub as i64)));
+                backend::encode_record(&record, &mut buf);
+                h.update(&buf);
+            }
+        }
+        h.finalize()
+    }
+
     /// History from `rev` on; only meaningful for `rev` above the
     /// compaction revision.
     fn events_since(&self, rev: i64) -> Vec<Event> {
@@ -400,6 +443,14 @@ enum Step {
     Range(RangeRequest),
     Txn(TxnRequest),
     Compact(u32),
+    /// Take a checkpoint (it is then in flight).
+    Take,
+    /// Commit the oldest checkpoint in flight and install its snapshot.
+    Commit,
+    /// Lose the oldest checkpoint in flight (its commit never happens).
+    Lose,
+    /// Checkpoint everything and rebuild the store from the file.
+    Restart,
 }
 
 /// Maps a selector onto `-1 ..= cur + 1` (a quarter of them onto 0, the
@@ -589,7 +640,111 @@ fn run_step(store: &mut Store, model: &mut Model, step: &Step) -> Result<(), Tes
             let rev = i64::from(sel) % (cur + 3) - 1;
             prop_assert_eq!(store.compact(rev), model.compact(rev));
         }
+        Step::Take | Step::Commit | Step::Lose | Step::Restart => {}
     }
+    Ok(())
+}
+
+fn backed_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        10 => step(),
+        2 => Just(Step::Take),
+        2 => Just(Step::Commit),
+        1 => Just(Step::Lose),
+        1 => Just(Step::Restart),
+    ]
+}
+
+/// A store over a B-tree file (an in-memory disk) and its checkpoints in
+/// flight, oldest first.
+struct Backed {
+    db: crate::btree::Db,
+    store: Store,
+    in_flight: std::collections::VecDeque<Checkpoint>,
+    applied: u64,
+    /// A checkpoint was lost: the file misses changes, so no restart.
+    lost: bool,
+}
+
+impl Backed {
+    fn new() -> Backed {
+        let disk = crate::btree::MemDisk::new();
+        let db = crate::btree::Db::open_storage(
+            disk,
+            crate::btree::Options {
+                read_mode: crate::btree::ReadMode::Pread { cache_pages: 16 },
+                verify_checksums: true,
+            },
+            None,
+        )
+        .unwrap();
+        let (store, _) = load(&db).unwrap();
+        Backed {
+            db,
+            store,
+            in_flight: Default::default(),
+            applied: 0,
+            lost: false,
+        }
+    }
+
+    fn commit_oldest(&mut self) -> Result<(), TestCaseError> {
+        if let Some(cp) = self.in_flight.pop_front() {
+            self.applied += 1;
+            let applied = AppliedState {
+                index: self.applied,
+                term: 1,
+            };
+            save(&self.db, &cp, applied).unwrap();
+            let before = self.store.records_in_memory();
+            let dropped = self.store.checkpoint_committed(&cp, self.db.begin_read());
+            prop_assert_eq!(self.store.records_in_memory(), before - dropped);
+            prop_assert!(dropped <= cp.len());
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, model: &mut Model, step: &Step) -> Result<(), TestCaseError> {
+        match step {
+            Step::Take => self.in_flight.push_back(self.store.take_checkpoint()),
+            Step::Commit => self.commit_oldest()?,
+            Step::Lose => self.lost |= self.in_flight.pop_front().is_some(),
+            Step::Restart if !self.lost => {
+                while !self.in_flight.is_empty() {
+                    self.commit_oldest()?;
+                }
+                self.in_flight.push_back(self.store.take_checkpoint());
+                self.commit_oldest()?;
+                prop_assert_eq!(self.store.records_in_memory(), 0);
+                let (store, st) = load(&self.db).unwrap();
+                prop_assert_eq!(st.index, self.applied);
+                prop_assert_eq!(store.records_in_memory(), 0);
+                self.store = store;
+            }
+            Step::Restart => {}
+            _ => run_step(&mut self.store, model, step)?,
+        }
+        Ok(())
+    }
+}
+
+/// [`check_state`] plus the hash of every readable revision against the
+/// model's.
+fn check_backed(store: &Store, model: &Model) -> Result<(), TestCaseError> {
+    check_state(store, model)?;
+    let cur = model.cur();
+    for rev in model.compacted.max(1)..=cur {
+        prop_assert_eq!(
+            store.hash_kv(rev).map(|h| h.0),
+            Ok(model.hash(rev)),
+            "hash at revision {}",
+            rev
+        );
+    }
+    // A bounded watch replay from the oldest readable revision.
+    let from = (model.compacted + 1).max(1);
+    let page = store.events_between(from, cur, b"", b"\0", 0);
+    prop_assert_eq!(page.map(|p| p.events), Ok(model.events_since(from)));
     Ok(())
 }
 
@@ -656,6 +811,18 @@ proptest! {
         for step in &steps {
             run_step(&mut store, &mut model, step)?;
             check_state(&store, &model)?;
+        }
+    }
+
+    #[test]
+    fn file_backed_store_with_checkpoints_matches_snapshot_model(
+        steps in prop::collection::vec(backed_step(), 1..50)
+    ) {
+        let mut backed = Backed::new();
+        let mut model = Model::new();
+        for step in &steps {
+            backed.step(&mut model, step)?;
+            check_backed(&backed.store, &model)?;
         }
     }
 }

@@ -14,8 +14,9 @@ use super::txn;
 use super::view::View;
 use super::write::WriteTxn;
 
-/// etcd v3.5's MVCC key space, in memory. See the module docs for the model
-/// and its invariants.
+/// etcd v3.5's MVCC key space: the key index in memory, the records in
+/// memory until a committed checkpoint lets them be read from the B-tree
+/// file. See the module docs for the model and its invariants.
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(super) index: TreeIndex,
@@ -59,27 +60,20 @@ impl Store {
         self.compact_rev
     }
 
-    /// Rebuilds a store from its records (in revision order) and revisions,
-    /// as read back from the backend. Nothing is dirty afterwards.
+    /// A store from its rebuilt key index and its records (as read back
+    /// from the backend). Nothing is dirty afterwards.
     pub(super) fn restore(
-        records: Vec<(Revision, Record)>,
+        index: TreeIndex,
+        records: RevisionStore,
         current_rev: i64,
         compact_rev: i64,
-    ) -> Result<Store, Error> {
-        let mut s = Store::new();
-        for (rev, rec) in records {
-            match &rec {
-                Record::Put(kv) => {
-                    s.index
-                        .restore_put(&kv.key, rev, kv.create_revision, kv.version)?
-                }
-                Record::Tombstone { key } => s.index.restore_tombstone(key, rev)?,
-            }
-            s.records.load(rev, rec);
+    ) -> Store {
+        Store {
+            index,
+            records,
+            current_rev,
+            compact_rev,
         }
-        s.current_rev = current_rev;
-        s.compact_rev = compact_rev;
-        Ok(s)
     }
 
     pub(super) fn view(&self) -> View<'_> {
@@ -203,16 +197,19 @@ impl Store {
         Ok(tx.commit())
     }
 
-    /// Each key written at a main revision above `rev`, in revision order,
-    /// with the lease it carries now: its put's lease, or 0 for a delete.
-    /// The apply layer keeps the lessor's key attachments in step with it.
-    pub fn key_leases_since(&self, rev: i64) -> impl Iterator<Item = (&[u8], i64)> + '_ {
-        self.records
-            .since(Revision::new(rev.saturating_add(1), 0))
-            .map(|(_, rec)| match rec {
-                Record::Put(kv) => (kv.key.as_slice(), kv.lease),
-                Record::Tombstone { key } => (key.as_slice(), 0),
-            })
+    /// Calls `f` with each key written at a main revision above `rev`, in
+    /// revision order, with the lease it carries now: its put's lease, or 0
+    /// for a delete. The apply layer keeps the lessor's key attachments in
+    /// step with it. Fails only if the backend file cannot be read.
+    pub fn key_leases_since(&self, rev: i64, mut f: impl FnMut(&[u8], i64)) -> Result<(), Error> {
+        for item in self.records.since(Revision::new(rev.saturating_add(1), 0)) {
+            let (_, rec) = item?;
+            match &*rec {
+                Record::Put(kv) => f(&kv.key, kv.lease),
+                Record::Tombstone { key } => f(key, 0),
+            }
+        }
+        Ok(())
     }
 
     /// etcd's Compact: forgets the history before `revision`. Fails with
@@ -233,7 +230,7 @@ impl Store {
         }
         self.compact_rev = revision;
         let keep = self.index.compact(revision);
-        self.records.compact(revision, &keep);
+        self.records.compact(revision, &keep)?;
         Ok(CompactResponse {
             revision: self.current_rev,
         })
@@ -262,16 +259,17 @@ impl Store {
         let range = KeyRange::new(key, range_end);
         let view = self.view();
         let mut events = Vec::new();
-        for (r, record) in self.records.since(Revision::new(rev, 0)) {
+        for item in self.records.since(Revision::new(rev, 0)) {
+            let (r, record) = item?;
             if !range.contains(record.key()) {
                 continue;
             }
-            let (kind, kv) = match record {
-                Record::Put(kv) => (EventKind::Put, kv.clone()),
+            let (kind, kv) = match record.into_owned() {
+                Record::Put(kv) => (EventKind::Put, kv),
                 Record::Tombstone { key } => (
                     EventKind::Delete,
                     KeyValue {
-                        key: key.clone(),
+                        key,
                         mod_revision: r.main,
                         ..KeyValue::default()
                     },
@@ -321,7 +319,7 @@ impl Store {
                     prev = Some(*r);
                     assert!(referenced.insert(*r), "revision {r:?} referenced twice");
                     let is_tombstone = !last && j + 1 == revs.len();
-                    match self.records.get(*r) {
+                    match self.records.get(*r).unwrap().as_deref() {
                         Some(Record::Tombstone { key: k }) => {
                             assert!(is_tombstone, "{key:?}: tombstone inside generation");
                             assert_eq!(k, key);
@@ -341,7 +339,11 @@ impl Store {
                 }
             }
         }
-        let stored: BTreeSet<Revision> = self.records.iter().map(|(r, _)| *r).collect();
+        let stored: BTreeSet<Revision> = self
+            .records
+            .since(Revision::new(0, 0))
+            .map(|item| item.unwrap().0)
+            .collect();
         assert_eq!(stored, referenced, "records not referenced by the index");
     }
 }

@@ -1,6 +1,7 @@
 //! A read view of the store at one revision, and the Range semantics of
 //! etcd's applier (limit, filters, sorting, count) on top of it.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use super::error::Error;
@@ -25,8 +26,9 @@ pub(crate) struct View<'a> {
 impl View<'_> {
     /// The key-value a put recorded at `rev`.
     pub(crate) fn kv_at(&self, rev: Revision) -> Result<KeyValue, Error> {
-        match self.records.get(rev) {
-            Some(Record::Put(kv)) => Ok(kv.clone()),
+        match self.records.get(rev)? {
+            Some(Cow::Borrowed(Record::Put(kv))) => Ok(kv.clone()),
+            Some(Cow::Owned(Record::Put(kv))) => Ok(kv),
             _ => Err(Error::RevisionNotFound {
                 main: rev.main,
                 sub: rev.sub,
