@@ -12,6 +12,14 @@
 //! committed in applied-index order, so the file's applied index only grows
 //! and always describes exactly the data committed with it.
 //!
+//! Once a commit is durable the thread takes a snapshot of the file and
+//! hands it to the store with the checkpoint (`Store::checkpoint_committed`,
+//! under the store's write lock): the store then reads the records that
+//! checkpoint wrote from the file and drops them from memory. After an
+//! online defrag it hands the store a snapshot of the new file, so the old
+//! one can go. Both happen on this thread, the file's only writer, so the
+//! store's snapshot only moves forward.
+//!
 //! Online defrag (`Maintenance.Defragment`) runs on the same thread, as a
 //! job between two checkpoints: the thread is the B-tree's only writer, so
 //! the defrag's copy is the last checkpoint and nothing needs to be caught
@@ -28,8 +36,10 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::RwLock;
+
 use engine::btree::Db;
-use engine::mvcc::{AppliedState, Checkpoint};
+use engine::mvcc::{AppliedState, Checkpoint, Store};
 
 enum Job {
     Checkpoint {
@@ -51,10 +61,19 @@ enum Job {
 
 type DefragReply = futures_channel::oneshot::Sender<Result<DefragReport, String>>;
 
-fn defrag(db: &Db, reply: DefragReply) {
+/// The store reads from the file's last commit from now on.
+fn use_new_file(db: &Db, store: &RwLock<Store>) {
+    let snapshot = db.begin_read();
+    if let Ok(mut s) = store.write() {
+        s.use_snapshot(snapshot);
+    }
+}
+
+fn defrag(db: &Db, store: &RwLock<Store>, reply: DefragReply) {
     let start = Instant::now();
     let r = db
         .defrag_online()
+        .inspect(|_| use_new_file(db, store))
         .map(|rep| DefragReport {
             old_file_size: rep.source_file_size,
             new_file_size: rep.compacted_file_size,
@@ -132,6 +151,7 @@ pub(crate) struct Checkpointer {
 impl Checkpointer {
     pub(crate) fn spawn(
         db: Arc<Db>,
+        store: Arc<RwLock<Store>>,
         cfg: CheckpointConfig,
         start_index: u64,
     ) -> std::io::Result<Checkpointer> {
@@ -150,6 +170,15 @@ impl Checkpointer {
                         Job::Checkpoint { cp, applied, image } => {
                             let r = match &db {
                                 Some(db) => engine::mvcc::save(db, &cp, applied)
+                                    .map(|()| {
+                                        // Taken after the commit, installed
+                                        // with it; the store ignores it if
+                                        // it was replaced meanwhile.
+                                        let snapshot = db.begin_read();
+                                        if let Ok(mut s) = store.write() {
+                                            s.checkpoint_committed(&cp, snapshot);
+                                        }
+                                    })
                                     .map(|()| Done {
                                         applied,
                                         // This thread is the writer: the
@@ -172,7 +201,7 @@ impl Checkpointer {
                                         let _ = reply.send(Err(format!("defragment: {e}")));
                                     }
                                     None if after <= durable => match &db {
-                                        Some(db) => defrag(db, reply),
+                                        Some(db) => defrag(db, &store, reply),
                                         None => {
                                             let _ =
                                                 reply.send(Err(format!("defragment: {REPLACED}")));
@@ -196,7 +225,7 @@ impl Checkpointer {
                         }
                         Job::Defrag { after, reply } if after <= durable => {
                             if let Some(db) = &db {
-                                defrag(db, reply);
+                                defrag(db, &store, reply);
                             }
                         }
                         Job::Defrag { after, reply } => parked.push((after, reply)),

@@ -277,7 +277,9 @@ enum Cmd {
 /// State shared by the handle and the loop.
 struct Shared {
     cfg: NodeConfig,
-    store: RwLock<Store>,
+    /// Shared with the backend thread, which installs each committed
+    /// checkpoint's snapshot (module `checkpoint`).
+    store: Arc<RwLock<Store>>,
     term: AtomicU64,
     leader: AtomicU64,
     applied: AtomicU64,
@@ -333,7 +335,7 @@ struct Shared {
 /// The watch hub reads history through the apply-layer store.
 impl engine::watch::History for Shared {
     fn read_store(&self, f: &mut dyn FnMut(&Store)) -> bool {
-        engine::watch::History::read_store(&self.store, f)
+        engine::watch::History::read_store(&*self.store, f)
     }
 }
 
@@ -479,9 +481,10 @@ impl Node {
         let lessor = lease::recover_lessor(&cfg, backend.as_ref().map(|(db, _)| &**db), &store)?;
         let lease_ids = lease::LeaseIds::new(cfg.member_id);
         let alarms = alarm::recover(backend.as_ref().map(|(db, _)| &**db))?;
+        let store = Arc::new(RwLock::new(store));
         let checkpointer = match &backend {
             Some((db, ccfg)) => Some(
-                Checkpointer::spawn(db.clone(), *ccfg, applied.index)
+                Checkpointer::spawn(db.clone(), store.clone(), *ccfg, applied.index)
                     .map_err(|e| Error::Backend(format!("cannot start the backend thread: {e}")))?,
             ),
             None => None,
@@ -489,7 +492,7 @@ impl Node {
         let learner = membership.get(cfg.member_id).is_some_and(|m| m.is_learner);
         let shared = Arc::new(Shared {
             cfg,
-            store: RwLock::new(store),
+            store,
             term: AtomicU64::new(0),
             leader: AtomicU64::new(0),
             applied: AtomicU64::new(applied.index),
@@ -1960,6 +1963,25 @@ mod backend_tests {
                             sleep(Duration::from_millis(3)).await;
                         }
                     }
+                    // The backend thread installs each committed
+                    // checkpoint: its records leave memory and are read
+                    // from the file.
+                    let in_memory = || node.shared.store.read().unwrap().records_in_memory();
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while in_memory() > 0 && Instant::now() < deadline {
+                        sleep(Duration::from_millis(5)).await;
+                    }
+                    assert_eq!(in_memory(), 0, "round {round}: records left in memory");
+                    let now = node.range(&all(), false).await.unwrap();
+                    assert_eq!(now.kvs.len(), 300 * (round + 1));
+                    assert!(now.kvs.iter().all(|kv| kv.value == vec![b'x'; 200]));
+                    // After an online defrag the store reads the new file:
+                    // no mapping of the old (unlinked) one is left.
+                    node.defragment().await.unwrap().unwrap();
+                    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+                    let old = format!("{} (deleted)", d.join("db").display());
+                    assert!(!maps.contains(&old), "round {round}: old file still mapped");
+                    assert_eq!(node.range(&all(), false).await.unwrap().kvs, now.kvs);
                     (before.kvs.len(), before.revision, revs)
                 })
                 .unwrap()

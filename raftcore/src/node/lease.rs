@@ -131,23 +131,29 @@ pub(super) fn recover_lessor(
     let mut lessor = Lessor::restore(lcfg, records);
     if !lessor.is_empty() {
         // Replaying the history leaves every key with its current lease.
-        for (key, lease) in store.key_leases_since(0) {
-            lessor.set_key_lease(key, LeaseId(lease));
-        }
+        store
+            .key_leases_since(0, |key, lease| {
+                lessor.set_key_lease(key, LeaseId(lease));
+            })
+            .map_err(|e| Error::Backend(format!("cannot attach keys to leases: {e}")))?;
     }
     Ok(lessor)
 }
 
 /// Keeps the lessor's attachments in step with the writes made after
 /// revision `before`. No lease means no attachment can exist (a put with a
-/// lease needs the lease), so the common case costs nothing.
-fn sync_key_leases(store: &Store, lessor: &mut Lessor, before: i64) {
+/// lease needs the lease), so the common case costs nothing. The writes
+/// are in memory (not checkpointed yet), so this fails only if the store is
+/// broken.
+fn sync_key_leases(store: &Store, lessor: &mut Lessor, before: i64) -> Result<(), Error> {
     if lessor.is_empty() || store.current_revision() == before {
-        return;
+        return Ok(());
     }
-    for (key, lease) in store.key_leases_since(before) {
-        lessor.set_key_lease(key, LeaseId(lease));
-    }
+    store
+        .key_leases_since(before, |key, lease| {
+            lessor.set_key_lease(key, LeaseId(lease));
+        })
+        .map_err(Error::Mvcc)
 }
 
 fn lease_checked(e: engine::mvcc::Error) -> Error {
@@ -202,7 +208,9 @@ pub(super) fn apply_with_leases(
         }
         _ => return None,
     };
-    sync_key_leases(store, lessor, before);
+    if let Err(e) = sync_key_leases(store, lessor, before) {
+        return Some(Err(e));
+    }
     Some(r)
 }
 
@@ -212,7 +220,7 @@ fn revoke(store: &mut Store, lessor: &mut Lessor, id: LeaseId) -> Result<Applied
     let keys = lessor.keys(id)?;
     let before = store.current_revision();
     store.delete_keys(&keys)?;
-    sync_key_leases(store, lessor, before);
+    sync_key_leases(store, lessor, before)?;
     lessor.revoke(id)?;
     Ok(Applied::LeaseRevoked {
         revision: store.current_revision(),
