@@ -259,6 +259,7 @@ impl RevisionStore {
             file: None,
             file_head: None,
             failed: None,
+            done: false,
         };
         if let Some(f) = self.file.as_ref().filter(|f| f.has_keys) {
             let start = rev_key(from);
@@ -319,8 +320,10 @@ pub(crate) struct Since<'a> {
     file: Option<crate::btree::Range<'a>>,
     /// The next file record, read ahead.
     file_head: Option<(Revision, Vec<u8>)>,
-    /// An error to report before ending.
+    /// An error to report first (opening the file's range failed).
     failed: Option<Error>,
+    /// An error was reported: nothing follows.
+    done: bool,
 }
 
 impl<'a> Since<'a> {
@@ -382,22 +385,15 @@ impl<'a> Iterator for Since<'a> {
     type Item = Result<(Revision, Cow<'a, Record>), Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.failed.take() {
-            self.file = None;
-            self.mem = self
-                .store
-                .mem
-                .range(..Revision::new(i64::MIN, i64::MIN))
-                .peekable();
-            return Some(Err(e));
+        if self.done {
+            return None;
         }
-        match self.step() {
-            Ok(item) => item.map(Ok),
-            Err(e) => {
-                self.failed = Some(e);
-                self.next()
-            }
-        }
+        let r = match self.failed.take() {
+            Some(e) => Err(e),
+            None => self.step().transpose()?,
+        };
+        self.done = r.is_err();
+        Some(r)
     }
 }
 
@@ -461,5 +457,61 @@ mod tests {
         );
         s.remove(Revision::new(1, 0));
         assert!(s.get(Revision::new(1, 0)).unwrap().is_none());
+    }
+
+    fn mem_db() -> crate::btree::Db {
+        crate::btree::Db::open_storage(
+            crate::btree::MemDisk::new(),
+            crate::btree::Options {
+                read_mode: crate::btree::ReadMode::Pread { cache_pages: 0 },
+                verify_checksums: true,
+            },
+            None,
+        )
+        .unwrap()
+    }
+
+    /// Memory wins over the file, removals hide the file's copy, and both
+    /// merge in revision order.
+    #[test]
+    fn since_merges_memory_over_the_file() {
+        let db = mem_db();
+        let mut w = db.begin_write().unwrap();
+        w.create_bucket(KEY_BUCKET).unwrap();
+        let mut buf = Vec::new();
+        for (main, key) in [(1, b"f1"), (3, b"f3"), (5, b"f5")] {
+            super::super::backend::encode_record(&put(key), &mut buf);
+            w.insert(KEY_BUCKET, &rev_key(Revision::new(main, 0)), &buf)
+                .unwrap();
+        }
+        w.commit().unwrap();
+        let mut s = RevisionStore::from_file(db.begin_read());
+        s.insert(Revision::new(2, 0), put(b"m2"));
+        s.insert(Revision::new(3, 0), put(b"m3"));
+        s.remove(Revision::new(5, 0));
+        let got: Vec<_> = s
+            .since(Revision::new(0, 0))
+            .map(|r| r.unwrap().1.key().to_vec())
+            .collect();
+        assert_eq!(got, [&b"f1"[..], b"m2", b"m3"]);
+        assert!(s.get(Revision::new(5, 0)).unwrap().is_none());
+        assert_eq!(s.get(Revision::new(1, 0)).unwrap().unwrap().key(), b"f1");
+    }
+
+    /// A corrupt record in the file is an error, and the scan ends there.
+    #[test]
+    fn a_corrupt_file_record_is_an_error_not_a_panic() {
+        let db = mem_db();
+        let mut w = db.begin_write().unwrap();
+        w.create_bucket(KEY_BUCKET).unwrap();
+        w.insert(KEY_BUCKET, &rev_key(Revision::new(2, 0)), &[9, 9])
+            .unwrap();
+        w.commit().unwrap();
+        let mut s = RevisionStore::from_file(db.begin_read());
+        s.insert(Revision::new(3, 0), put(b"m3"));
+        assert!(matches!(s.get(Revision::new(2, 0)), Err(Error::Backend(_))));
+        let items: Vec<_> = s.since(Revision::new(0, 0)).collect();
+        assert_eq!(items.len(), 1);
+        assert!(matches!(items[0], Err(Error::Backend(_))));
     }
 }
