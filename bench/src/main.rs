@@ -31,6 +31,11 @@ use std::process::ExitCode;
 
 use args::{Command, ParseError};
 
+/// The same allocator as ferrocd: less load-generator CPU per request on
+/// the cores it shares with the servers (the same for etcd and ferrocd).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some("compare") {
