@@ -322,8 +322,11 @@ impl WatchService {
             if batch.is_empty() && !ws.has_work() {
                 return Ok(());
             }
+            // The watchers of one stream mostly get the same events (the
+            // hub shares them as `Arc`s): encode each once per batch.
+            let mut cache = EncodedEvents::default();
             for n in batch {
-                self.send_notification(n, tx, opts).await?;
+                self.send_notification(n, tx, opts, &mut cache).await?;
             }
             glommio::yield_if_needed().await;
         }
@@ -334,26 +337,28 @@ impl WatchService {
         n: Notification,
         tx: &ResponseSink,
         opts: &mut HashMap<WatchId, Opts>,
+        cache: &mut EncodedEvents,
     ) -> Result<(), Status> {
         let o = opts.get_mut(&n.watch_id);
         let (prev_kv, fragment) = o
             .as_ref()
             .map_or((false, false), |o| (o.prev_kv, o.fragment));
         let has_events = !n.events.is_empty();
-        let resp = pb::WatchResponse {
+        let mut resp = pb::WatchResponse {
             header: self.header(n.revision),
             watch_id: n.watch_id.0,
             compact_revision: n.compact_revision,
             canceled: n.compact_revision != 0,
-            events: n.events.iter().map(|e| event_to_pb(e, prev_kv)).collect(),
             ..Default::default()
         };
         if fragment {
+            resp.events = n.events.iter().map(|e| event_to_pb(e, prev_kv)).collect();
             for part in fragments(resp, self.cfg.fragment_bytes) {
                 tx.send(&part).await?;
             }
         } else {
-            tx.send(&resp).await?;
+            tx.send_frame(cache.frame(&resp, &n.events, prev_kv))
+                .await?;
         }
         if has_events {
             if let Some(ok) = o.and_then(|o| o.progress.as_mut()) {
@@ -362,6 +367,65 @@ impl WatchService {
             }
         }
         Ok(())
+    }
+}
+
+/// `WatchResponse.events` is field 11 (etcd's rpc.proto).
+const EVENTS_FIELD: u32 = 11;
+
+/// Each event of a flush encoded once, as the bytes of one `events` entry
+/// of a `WatchResponse` (field key, length, `mvccpb.Event`), keyed by the
+/// hub's `Arc` and whether `prev_kv` is wanted. The entry keeps its `Arc`,
+/// so the address cannot be reused for another event while it is cached.
+/// A response is then its other fields, encoded by prost, followed by
+/// these bytes: protobuf decoders accept a repeated field's entries after
+/// the lower-numbered fields, which is also prost's own order.
+#[derive(Default)]
+struct EncodedEvents {
+    map: HashMap<(usize, bool), (Arc<engine::mvcc::Event>, bytes::Bytes)>,
+}
+
+impl EncodedEvents {
+    fn entry(&mut self, e: &Arc<engine::mvcc::Event>, prev_kv: bool) -> bytes::Bytes {
+        let key = (Arc::as_ptr(e) as usize, prev_kv);
+        if let Some((_, b)) = self.map.get(&key) {
+            return b.clone();
+        }
+        let ev = event_to_pb(e, prev_kv);
+        let body = prost::Message::encoded_len(&ev);
+        let mut buf = bytes::BytesMut::with_capacity(body + 16);
+        prost::encoding::encode_key(
+            EVENTS_FIELD,
+            prost::encoding::WireType::LengthDelimited,
+            &mut buf,
+        );
+        prost::encoding::encode_varint(body as u64, &mut buf);
+        // Only fails for want of capacity, which `buf` grows to have.
+        let _ = prost::Message::encode(&ev, &mut buf);
+        let b = buf.freeze();
+        self.map.insert(key, (e.clone(), b.clone()));
+        b
+    }
+
+    /// One gRPC frame: `head` (a response without events) and `events`.
+    fn frame(
+        &mut self,
+        head: &pb::WatchResponse,
+        events: &[Arc<engine::mvcc::Event>],
+        prev_kv: bool,
+    ) -> bytes::Bytes {
+        use bytes::BufMut;
+        let parts: Vec<bytes::Bytes> = events.iter().map(|e| self.entry(e, prev_kv)).collect();
+        let head_len = prost::Message::encoded_len(head);
+        let len = head_len + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut buf = bytes::BytesMut::with_capacity(crate::grpc::codec::HEADER_LEN + len);
+        buf.put_u8(0);
+        buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        let _ = prost::Message::encode(head, &mut buf);
+        for p in &parts {
+            buf.extend_from_slice(p);
+        }
+        buf.freeze()
     }
 }
 
@@ -512,5 +576,61 @@ mod tests {
             ..update
         };
         assert!(event_to_pb(&create, true).prev_kv.is_none());
+    }
+
+    /// A frame built from events encoded once is byte for byte what prost
+    /// makes of the whole response, for every prev_kv choice, event kind
+    /// and header, and a repeated event is encoded once.
+    #[test]
+    fn encoded_events_frame_matches_prost() {
+        let kv = |key: &str, c: i64, m: i64, v: &str| engine::mvcc::KeyValue {
+            key: key.as_bytes().to_vec(),
+            create_revision: c,
+            mod_revision: m,
+            version: m - c + 1,
+            value: v.as_bytes().to_vec(),
+            lease: 7,
+        };
+        let put = Arc::new(engine::mvcc::Event {
+            kind: EventKind::Put,
+            kv: kv("a", 2, 5, "new value"),
+            prev_kv: Some(kv("a", 2, 4, "old")),
+        });
+        let create = Arc::new(engine::mvcc::Event {
+            kind: EventKind::Put,
+            kv: kv("b", 5, 5, &"x".repeat(300)),
+            prev_kv: None,
+        });
+        let delete = Arc::new(engine::mvcc::Event {
+            kind: EventKind::Delete,
+            kv: engine::mvcc::KeyValue {
+                key: b"c".to_vec(),
+                mod_revision: 5,
+                ..Default::default()
+            },
+            prev_kv: Some(kv("c", 3, 3, "gone")),
+        });
+        let mut cache = EncodedEvents::default();
+        for prev_kv in [false, true] {
+            for events in [
+                vec![put.clone()],
+                vec![put.clone(), create.clone(), delete.clone()],
+                vec![delete.clone(), put.clone()],
+            ] {
+                let mut head = resp(Vec::new());
+                head.watch_id = if prev_kv { 300 } else { 0 };
+                let whole = pb::WatchResponse {
+                    events: events.iter().map(|e| event_to_pb(e, prev_kv)).collect(),
+                    ..head.clone()
+                };
+                let want = crate::grpc::codec::encode_frame(&whole);
+                assert_eq!(cache.frame(&head, &events, prev_kv), want);
+                // And it decodes back to the same response.
+                let got = pb::WatchResponse::decode(&want[5..]).unwrap();
+                assert_eq!(got, whole);
+            }
+        }
+        // Three events, each with and without prev_kv.
+        assert_eq!(cache.map.len(), 6);
     }
 }
