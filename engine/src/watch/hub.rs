@@ -3,6 +3,12 @@
 //! `engine::watch`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+
+/// The hub's maps are looked up once per (event, watcher) on publish:
+/// foldhash (randomly seeded, as std's SipHash, but several times faster
+/// on these small keys) instead of SipHash, which was ~6% of a 10,000
+/// watcher publish.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -67,10 +73,10 @@ struct StreamState {
 
 #[derive(Default)]
 struct Inner {
-    watchers: HashMap<Member, Watcher>,
+    watchers: FastMap<Member, Watcher>,
     /// Exactly the watchers in state `Synced`.
     synced: Group<Member>,
-    streams: HashMap<StreamId, StreamState>,
+    streams: FastMap<StreamId, StreamState>,
 }
 
 /// Counters for tests and metrics.
@@ -167,59 +173,83 @@ impl Hub {
             synced,
             streams,
         } = &mut *guard;
-        let mut batches: HashMap<Member, Vec<Arc<Event>>> = HashMap::new();
+        // One event in a revision (the common case): no grouping needed.
+        let mut members: Vec<Member> = Vec::new();
+        let mut batches: FastMap<Member, Vec<Arc<Event>>> = FastMap::default();
         for one_rev in events.chunk_by(|a, b| a.kv.mod_revision == b.kv.mod_revision) {
             let rev = one_rev.first().map_or(0, |e| e.kv.mod_revision);
+            if let [e] = one_rev {
+                members.clear();
+                synced.for_each_watching(&e.kv.key, |m| members.push(m));
+                for &m in &members {
+                    self.deliver(watchers, synced, streams, rev, m, vec![e.clone()]);
+                }
+                continue;
+            }
             for e in one_rev {
                 synced.for_each_watching(&e.kv.key, |m| {
                     batches.entry(m).or_default().push(e.clone());
                 });
             }
-            for (m, mut evs) in batches.drain() {
-                let Some(w) = watchers.get_mut(&m) else {
-                    continue;
-                };
-                // Registered after this revision was written: not its event
-                // (etcd: "don't double notify").
-                if rev < w.next_rev {
-                    continue;
-                }
-                w.next_rev = rev + 1;
-                if !w.filters.is_empty() {
-                    evs.retain(|e| w.filters.keeps(e));
-                }
-                if evs.is_empty() {
-                    continue;
-                }
-                let Some(st) = streams.get_mut(&m.stream) else {
-                    continue;
-                };
-                let bytes = evs.iter().map(|e| event_bytes(e)).sum::<usize>();
-                let full = w.pending >= self.cfg.max_pending_revisions
-                    || (w.pending > 0 && w.pending_bytes + bytes > self.cfg.max_pending_bytes);
-                if full {
-                    // Drop the batch; the stream re-reads it from history.
-                    w.next_rev = rev;
-                    w.state = State::Unsynced;
-                    synced.remove(&w.span, m);
-                    st.unsynced.insert(m.id);
-                } else {
-                    w.pending += 1;
-                    w.pending_bytes += bytes;
-                    st.queue.push_back(Queued {
-                        n: Notification {
-                            watch_id: m.id,
-                            revision: rev,
-                            events: evs,
-                            compact_revision: 0,
-                        },
-                        bytes,
-                    });
-                }
-                let _ = st.wake.try_send(());
+            for (m, evs) in batches.drain() {
+                self.deliver(watchers, synced, streams, rev, m, evs);
             }
         }
         self.published.fetch_max(revision, Ordering::SeqCst);
+    }
+
+    /// Queues `evs` (of revision `rev`, matching watcher `m`) on its stream,
+    /// or moves the watcher to catch-up from history when its queue is full.
+    fn deliver(
+        &self,
+        watchers: &mut FastMap<Member, Watcher>,
+        synced: &mut Group<Member>,
+        streams: &mut FastMap<StreamId, StreamState>,
+        rev: i64,
+        m: Member,
+        mut evs: Vec<Arc<Event>>,
+    ) {
+        let Some(w) = watchers.get_mut(&m) else {
+            return;
+        };
+        // Registered after this revision was written: not its event
+        // (etcd: "don't double notify").
+        if rev < w.next_rev {
+            return;
+        }
+        w.next_rev = rev + 1;
+        if !w.filters.is_empty() {
+            evs.retain(|e| w.filters.keeps(e));
+        }
+        if evs.is_empty() {
+            return;
+        }
+        let Some(st) = streams.get_mut(&m.stream) else {
+            return;
+        };
+        let bytes = evs.iter().map(|e| event_bytes(e)).sum::<usize>();
+        let full = w.pending >= self.cfg.max_pending_revisions
+            || (w.pending > 0 && w.pending_bytes + bytes > self.cfg.max_pending_bytes);
+        if full {
+            // Drop the batch; the stream re-reads it from history.
+            w.next_rev = rev;
+            w.state = State::Unsynced;
+            synced.remove(&w.span, m);
+            st.unsynced.insert(m.id);
+        } else {
+            w.pending += 1;
+            w.pending_bytes += bytes;
+            st.queue.push_back(Queued {
+                n: Notification {
+                    watch_id: m.id,
+                    revision: rev,
+                    events: evs,
+                    compact_revision: 0,
+                },
+                bytes,
+            });
+        }
+        let _ = st.wake.try_send(());
     }
 
     /// The store was replaced wholesale (a Raft snapshot installed) and is
