@@ -1069,7 +1069,7 @@ fn kill9_during_startup_and_recovery_keeps_every_acknowledged_put() {
         probe.kill9();
         took
     };
-    burst(&mut m, &mut rng, first_start.mul_f64(1.2), "bootstrap");
+    burst(&mut m, &mut rng, first_start, "bootstrap");
     let mut ready = m.start();
     let (_, bad) = verify(&m, &mut h, &Scope::Everything);
     fail_on(&m, seed, 0, &bad);
@@ -1082,7 +1082,7 @@ fn kill9_during_startup_and_recovery_keeps_every_acknowledged_put() {
         burst(
             &mut m,
             &mut rng,
-            ready.mul_f64(1.2),
+            ready,
             &format!("cycle {cycle}"),
         );
         ready = m.start();
