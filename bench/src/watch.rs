@@ -64,6 +64,8 @@ async fn run_local(g: &StreamGlobal, a: &WatchLatencyArgs) -> Result<(Report, Ex
         ]));
     let rec = Rc::new(RefCell::new(Recorder::new()));
     let created = Rc::new(Cell::new(0usize));
+    // Per stream, for the report when creation stalls.
+    let per_stream: Vec<Rc<Cell<usize>>> = (0..a.streams).map(|_| Rc::new(Cell::new(0))).collect();
     let received = Rc::new(Cell::new(0u64));
     let last_event = Rc::new(Cell::new(None::<Instant>));
     let pid = g.server_pids.first().copied();
@@ -87,6 +89,7 @@ async fn run_local(g: &StreamGlobal, a: &WatchLatencyArgs) -> Result<(Report, Ex
             })
             .map_err(|e| format!("create watch: {e}"))?;
         }
+        let mine = per_stream[s].clone();
         let (starts, rec, created, received, last_event) = (
             starts.clone(),
             rec.clone(),
@@ -101,6 +104,7 @@ async fn run_local(g: &StreamGlobal, a: &WatchLatencyArgs) -> Result<(Report, Ex
                     Ok(Some(r)) => {
                         if r.created {
                             created.set(created.get() + 1);
+                            mine.set(mine.get() + 1);
                         }
                         if r.canceled {
                             rec.borrow_mut()
@@ -137,8 +141,9 @@ async fn run_local(g: &StreamGlobal, a: &WatchLatencyArgs) -> Result<(Report, Ex
     while created.get() < watchers {
         if t0.elapsed() > CREATE_TIMEOUT {
             return Err(format!(
-                "only {} of {watchers} watches created in {CREATE_TIMEOUT:?}",
-                created.get()
+                "only {} of {watchers} watches created in {CREATE_TIMEOUT:?}; {}",
+                created.get(),
+                stalled_streams(&per_stream, a.watchers_per_stream, clients.len())
             ));
         }
         sleep(Duration::from_millis(10)).await;
@@ -246,4 +251,43 @@ async fn run_local(g: &StreamGlobal, a: &WatchLatencyArgs) -> Result<(Report, Ex
     }
     drop(tasks);
     Ok((report, extra))
+}
+
+/// Which streams (and on which connection) have not seen all their
+/// watches created: what to look at when creation stalls.
+fn stalled_streams(per_stream: &[Rc<Cell<usize>>], want: usize, conns: usize) -> String {
+    let stalled: Vec<String> = per_stream
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.get() < want)
+        .map(|(i, c)| format!("stream {i} (conn {}): {}", i % conns.max(1), c.get()))
+        .collect();
+    format!(
+        "{} of {} streams incomplete: {}",
+        stalled.len(),
+        per_stream.len(),
+        stalled
+            .iter()
+            .take(12)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stalled_streams_names_the_incomplete_ones() {
+        let counts: Vec<Rc<Cell<usize>>> = [2, 1, 0]
+            .into_iter()
+            .map(|n| Rc::new(Cell::new(n)))
+            .collect();
+        assert_eq!(
+            stalled_streams(&counts, 2, 2),
+            "2 of 3 streams incomplete: stream 1 (conn 1): 1, stream 2 (conn 0): 0"
+        );
+    }
 }

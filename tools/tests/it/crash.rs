@@ -1079,12 +1079,7 @@ fn kill9_during_startup_and_recovery_keeps_every_acknowledged_put() {
         eprintln!(
             "[crash] cycle {cycle}: round killed after {delay} ms, acked {acked} (last rev {last})"
         );
-        burst(
-            &mut m,
-            &mut rng,
-            ready,
-            &format!("cycle {cycle}"),
-        );
+        burst(&mut m, &mut rng, ready, &format!("cycle {cycle}"));
         ready = m.start();
         let (keys, bad) = verify(&m, &mut h, &Scope::Everything);
         fail_on(&m, seed, cycle, &bad);
