@@ -149,16 +149,7 @@ pub(crate) fn write(tx: &mut WriteTxn<'_>, set: &[AlarmMember]) -> Result<(), Bt
 
 /// The alarms of the last commit (none in a file without the bucket).
 pub fn load(db: &Db) -> Result<Vec<AlarmMember>, BackendError> {
-    let rd = db.begin_read();
-    if !rd.buckets().iter().any(|b| b == ALARM_BUCKET) {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    for item in rd.range(ALARM_BUCKET, ..)? {
-        let (k, v) = item?;
-        out.push(decode(&k, &v)?);
-    }
-    Ok(out)
+    crate::mvcc::decode_bucket(&db.begin_read(), ALARM_BUCKET, decode)
 }
 
 #[cfg(test)]

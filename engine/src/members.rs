@@ -166,21 +166,13 @@ pub(crate) fn write(tx: &mut WriteTxn<'_>, st: &MembersState) -> Result<(), Btre
 /// one (a fresh file, or one written before member lists were persisted).
 pub fn load(db: &Db) -> Result<Option<MembersState>, BackendError> {
     let rd = db.begin_read();
-    if !rd.buckets().iter().any(|b| b == MEMBERS_BUCKET) {
+    if !rd.has_bucket(MEMBERS_BUCKET) {
         return Ok(None);
     }
-    let mut st = MembersState::default();
-    for item in rd.range(MEMBERS_BUCKET, ..)? {
-        let (k, v) = item?;
-        st.members.push(decode(&k, &v)?);
-    }
-    if rd.buckets().iter().any(|b| b == REMOVED_BUCKET) {
-        for item in rd.range(REMOVED_BUCKET, ..)? {
-            let (k, _) = item?;
-            st.removed.push(key_id(&k)?);
-        }
-    }
-    Ok(Some(st))
+    Ok(Some(MembersState {
+        members: crate::mvcc::decode_bucket(&rd, MEMBERS_BUCKET, decode)?,
+        removed: crate::mvcc::decode_bucket(&rd, REMOVED_BUCKET, |k, _| key_id(k))?,
+    }))
 }
 
 #[cfg(test)]

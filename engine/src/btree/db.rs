@@ -726,6 +726,11 @@ impl ReadTxn {
             .collect()
     }
 
+    /// Whether the snapshot has a bucket of that name.
+    pub fn has_bucket(&self, bucket: &str) -> bool {
+        self.buckets.contains_key(bucket.as_bytes())
+    }
+
     /// Number of keys in a bucket.
     pub fn bucket_len(&self, bucket: &str) -> Result<u64, BtreeError> {
         Ok(self.desc(bucket)?.count)

@@ -104,16 +104,7 @@ pub(crate) fn write(tx: &mut WriteTxn<'_>, ch: &LeaseChanges) -> Result<(), Btre
 /// Every lease of the last commit, by ID (none in a file without the
 /// bucket).
 pub fn load(db: &Db) -> Result<Vec<LeaseRecord>, BackendError> {
-    let rd = db.begin_read();
-    if !rd.buckets().iter().any(|b| b == LEASE_BUCKET) {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    for item in rd.range(LEASE_BUCKET, ..)? {
-        let (k, v) = item?;
-        out.push(decode(&k, &v)?);
-    }
-    Ok(out)
+    crate::mvcc::decode_bucket(&db.begin_read(), LEASE_BUCKET, decode)
 }
 
 #[cfg(test)]

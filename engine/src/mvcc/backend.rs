@@ -344,11 +344,29 @@ pub fn save(db: &Db, cp: &Checkpoint, applied: AppliedState) -> Result<(), Backe
     Ok(())
 }
 
+/// Every record of `bucket` in the snapshot, decoded in key order; none
+/// when the file has no such bucket (written before it existed).
+pub(crate) fn decode_bucket<T>(
+    rd: &ReadTxn,
+    bucket: &str,
+    decode: impl Fn(&[u8], &[u8]) -> Result<T, BackendError>,
+) -> Result<Vec<T>, BackendError> {
+    if !rd.has_bucket(bucket) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for item in rd.range(bucket, ..)? {
+        let (k, v) = item?;
+        out.push(decode(&k, &v)?);
+    }
+    Ok(out)
+}
+
 /// A value of the meta bucket as of the last commit (e.g. the applied
 /// index of a snapshot image, without rebuilding its key space).
 pub fn load_meta(db: &Db, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
     let rd = db.begin_read();
-    if !rd.buckets().iter().any(|b| b == META_BUCKET) {
+    if !rd.has_bucket(META_BUCKET) {
         return Ok(None);
     }
     Ok(rd.get(META_BUCKET, key.as_bytes())?)
@@ -360,7 +378,7 @@ pub fn load_meta(db: &Db, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
 /// applied index 0.
 pub fn load(db: &Db) -> Result<(Store, AppliedState), BackendError> {
     let rd = db.begin_read();
-    if !rd.buckets().iter().any(|b| b == META_BUCKET) {
+    if !rd.has_bucket(META_BUCKET) {
         return Ok((Store::new(), AppliedState::default()));
     }
     let index = meta_u64(
@@ -374,7 +392,7 @@ pub fn load(db: &Db) -> Result<(Store, AppliedState), BackendError> {
     let compact =
         meta_u64(rd.get(META_BUCKET, b"compact_rev")?, "compact_rev")?.map_or(-1, |v| v as i64);
     let mut index_of = super::index::TreeIndex::default();
-    if rd.buckets().iter().any(|b| b == KEY_BUCKET) {
+    if rd.has_bucket(KEY_BUCKET) {
         let corrupt = |e| BackendError::Corrupt(format!("rebuilding the key index: {e}"));
         for item in rd.range(KEY_BUCKET, ..)? {
             let (k, v) = item?;

@@ -66,6 +66,7 @@ mod txn;
 mod view;
 mod write;
 
+pub(crate) use backend::decode_bucket;
 pub use backend::{load, load_meta, save, AppliedState, BackendError, Checkpoint};
 pub use error::Error;
 pub use history::EventPage;

@@ -223,7 +223,7 @@ impl RevisionStore {
     /// committed so far (e.g. the file an online defrag wrote from the last
     /// commit).
     pub(crate) fn use_snapshot(&mut self, snapshot: ReadTxn) {
-        let has_keys = snapshot.buckets().iter().any(|b| b == KEY_BUCKET);
+        let has_keys = snapshot.has_bucket(KEY_BUCKET);
         self.file = Some(Arc::new(FileView {
             txn: snapshot,
             has_keys,
