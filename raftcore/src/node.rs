@@ -155,12 +155,13 @@ pub struct NodeConfig {
     /// could win before it raises its term, so a member that was cut off
     /// cannot disrupt a working leader when it comes back.
     pub pre_vote: bool,
-    /// `--snapshot-count`: applied entries between two compactions of the
-    /// in-memory Raft log (etcd: 100000).
+    /// `--snapshot-count`: the most entries the in-memory Raft log keeps
+    /// behind the applied index for a lagging member (etcd: 100000, there
+    /// the entries between two compactions).
     pub snapshot_count: u64,
-    /// `--experimental-snapshot-catchup-entries`: entries kept behind a
-    /// compaction for members that lag (etcd: 5000); a member further
-    /// behind gets a snapshot.
+    /// `--experimental-snapshot-catchup-entries`: entries always kept
+    /// behind a compaction for members that lag (etcd: 5000); a member
+    /// further behind than every kept entry gets a snapshot.
     pub snapshot_catchup_entries: u64,
     /// `--quota-backend-bytes` resolved: `None` disables the quota (a
     /// negative flag), else the limit in bytes (module `alarm`).
@@ -547,7 +548,6 @@ impl Node {
             snap_outbound: snap_tx,
             snap_failures: Vec::new(),
             image_meta: None,
-            last_compact: applied.index,
         };
         Ok((node, lp))
     }
@@ -900,8 +900,6 @@ pub struct RaftLoop {
     /// The Raft configuration as of the checkpoint in flight that makes
     /// an image, for the snapshot's metadata.
     image_meta: Option<ConfState>,
-    /// Applied index of the last compaction of the in-memory log.
-    last_compact: u64,
 }
 
 /// The state a node starts from besides its Raft log.
@@ -1200,24 +1198,51 @@ impl RaftLoop {
         log.checkpoint(st.index, st.term).await?;
         self.on_image(st, done.image);
         self.tidy_images(st.index);
-        // Compact the in-memory log as etcd does: every --snapshot-count
-        // applied entries, keeping --experimental-snapshot-catchup-entries
-        // for members that lag (further behind, they get a snapshot). A
-        // sole voter has no one to keep entries for. Keep the entry at the
-        // index itself: raft needs its term.
+        Ok(())
+    }
+
+    /// Drops applied entries from the in-memory Raft log (the WAL keeps
+    /// them until a checkpoint covers them; restart reads them from there).
+    /// etcd compacts only every --snapshot-count applied entries (keeping
+    /// --experimental-snapshot-catchup-entries), so it holds up to 105k
+    /// entries in memory. Here the log keeps the catch-up entries, and as a
+    /// leader also what a lagging member still needs, but never more than
+    /// --snapshot-count entries behind the applied index (a member further
+    /// behind gets a snapshot). A sole voter has no one to keep entries
+    /// for. The entry at the compaction index stays: raft needs its term.
+    /// Runs once a batch of entries can go (1024, fewer when the catch-up
+    /// count is smaller), so the entries kept are moved in memory rarely.
+    fn compact_log(&mut self) -> Result<(), Error> {
+        let cfg = &self.shared.cfg;
+        let batch = cfg.snapshot_catchup_entries.clamp(1, 1024);
+        let applied = self.raw.raft.raft_log.applied;
+        let first = raft::Storage::first_index(self.raw.store())?;
+        if applied < first + batch {
+            return Ok(());
+        }
         let conf = self.raw.raft.prs().conf();
         let alone = conf.voters().ids().len() == 1 && conf.learners().is_empty();
         let upto = if alone {
-            st.index
-        } else if st.index >= self.last_compact + self.shared.cfg.snapshot_count {
-            st.index
-                .saturating_sub(self.shared.cfg.snapshot_catchup_entries)
+            applied
         } else {
-            return Ok(());
+            let keep = applied.saturating_sub(cfg.snapshot_catchup_entries);
+            if self.raw.raft.state == StateRole::Leader {
+                let me = cfg.member_id;
+                let lagging = self
+                    .raw
+                    .raft
+                    .prs()
+                    .iter()
+                    .filter(|(id, _)| **id != me)
+                    .map(|(_, p)| p.matched)
+                    .min()
+                    .unwrap_or(applied);
+                keep.min(lagging.max(applied.saturating_sub(cfg.snapshot_count)))
+            } else {
+                keep
+            }
         };
-        self.last_compact = st.index;
-        let first = raft::Storage::first_index(self.raw.store())?;
-        if upto > first {
+        if upto >= first + batch {
             self.raw.mut_store().wl().compact(upto)?;
         }
         Ok(())
@@ -1439,6 +1464,7 @@ impl RaftLoop {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        self.compact_log()?;
         self.update_role();
         Ok(())
     }

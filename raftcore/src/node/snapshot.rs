@@ -701,7 +701,6 @@ impl RaftLoop {
         self.shared
             .applied
             .store(index, std::sync::atomic::Ordering::Release);
-        self.last_compact = index;
         self.raw.mut_store().wl().apply_snapshot(snap.clone())?;
         self.release_reads(index);
         Ok(())
