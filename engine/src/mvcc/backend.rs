@@ -666,7 +666,7 @@ mod tests {
     fn key_indexes(s: &Store) -> Vec<(Vec<u8>, crate::mvcc::key_index::KeyIndex)> {
         s.index
             .iter()
-            .map(|(k, ki)| (k.clone(), ki.clone()))
+            .map(|(k, ki)| (k.to_vec(), ki.clone()))
             .collect()
     }
 

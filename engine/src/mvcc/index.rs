@@ -4,14 +4,23 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use smallvec::SmallVec;
+
 use super::error::Error;
 use super::key_index::{KeyAt, KeyIndex, Mark};
 use super::key_range::KeyRange;
 use super::revision::Revision;
 
+/// A key as the index holds it: up to 16 bytes inside the map's node, so a
+/// lookup's comparisons need no pointer chase for short keys (and no heap
+/// block of their own); longer keys live on the heap as in a `Vec`. Same
+/// size as a `Vec<u8>` (24 bytes); orders as the bytes do.
+type IndexKey = SmallVec<[u8; 16]>;
+const _: () = assert!(std::mem::size_of::<IndexKey>() == std::mem::size_of::<Vec<u8>>());
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TreeIndex {
-    keys: BTreeMap<Vec<u8>, KeyIndex>,
+    keys: BTreeMap<IndexKey, KeyIndex>,
 }
 
 impl TreeIndex {
@@ -65,14 +74,27 @@ impl TreeIndex {
             .collect()
     }
 
-    pub(crate) fn put(&mut self, key: &[u8], rev: Revision) -> Result<(), Error> {
+    /// Appends `rev` to `key`'s index (created if new) and returns, from the
+    /// same lookup, the key as of `rev.main` before the put (earlier writes
+    /// of the same txn included) and the mark to rewind it to (`None`: the
+    /// key was new).
+    pub(crate) fn put(
+        &mut self,
+        key: &[u8],
+        rev: Revision,
+    ) -> Result<(Option<KeyAt>, Option<Mark>), Error> {
         match self.keys.get_mut(key) {
-            Some(ki) => ki.put(rev),
+            Some(ki) => {
+                let at = ki.get(rev.main);
+                let mark = ki.mark();
+                ki.put(rev)?;
+                Ok((at, Some(mark)))
+            }
             None => {
                 let mut ki = KeyIndex::new();
                 ki.put(rev)?;
-                self.keys.insert(key.to_vec(), ki);
-                Ok(())
+                self.keys.insert(IndexKey::from_slice(key), ki);
+                Ok((None, None))
             }
         }
     }
@@ -86,7 +108,7 @@ impl TreeIndex {
         version: i64,
     ) -> Result<(), Error> {
         self.keys
-            .entry(key.to_vec())
+            .entry(IndexKey::from_slice(key))
             .or_default()
             .restore_put(rev, create_main, version)
     }
@@ -101,7 +123,7 @@ impl TreeIndex {
             None => {
                 let mut ki = KeyIndex::new();
                 ki.restore_tombstone(rev)?;
-                self.keys.insert(key.to_vec(), ki);
+                self.keys.insert(IndexKey::from_slice(key), ki);
                 Ok(())
             }
         }
@@ -127,12 +149,12 @@ impl TreeIndex {
     pub(crate) fn rewind(&mut self, key: Vec<u8>, mark: Option<Mark>) {
         match mark {
             Some(m) => {
-                if let Some(ki) = self.keys.get_mut(&key) {
+                if let Some(ki) = self.keys.get_mut(key.as_slice()) {
                     ki.rewind(m);
                 }
             }
             None => {
-                self.keys.remove(&key);
+                self.keys.remove(key.as_slice());
             }
         }
     }
@@ -151,7 +173,7 @@ impl TreeIndex {
     }
 
     #[cfg(test)]
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &KeyIndex)> {
-        self.keys.iter()
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &KeyIndex)> {
+        self.keys.iter().map(|(k, ki)| (k.as_slice(), ki))
     }
 }

@@ -1135,7 +1135,7 @@ fn compact_removes_keys_deleted_by_then() {
     let events = s.events_since(7, b"", b"\0").unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kv, kv("b", "x", 3, 7, 2));
-    assert!(s.index.iter().all(|(k, _)| k.as_slice() != b"a"));
+    assert!(s.index.iter().all(|(k, _)| k != b"a"));
     // Re-creating the key starts from scratch.
     put(&mut s, "a", "again");
     assert_eq!(get(&s, "a"), Some(kv("a", "again", 8, 8, 1)));
@@ -1184,7 +1184,7 @@ fn history_from_the_compact_revision_keeps_its_deletes() {
     s.compact(8).unwrap();
     s.assert_invariants();
     assert_eq!(s.events_since(8, b"", b"\0").unwrap().len(), 1);
-    assert!(s.index.iter().all(|(k, _)| k.as_slice() != b"b"));
+    assert!(s.index.iter().all(|(k, _)| k != b"b"));
 }
 
 /// etcd#22376: a txn at the compaction revision deleted a key and put it

@@ -127,12 +127,15 @@ impl<'s> WriteTxn<'s> {
 
     fn write_put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<(), Error> {
         let rev = self.next_revision();
-        let (create_revision, version) = match self.store.index.get(key, rev.main) {
+        // One index lookup for the previous state, the rewind mark and the put.
+        let (before, mark) = self.store.index.put(key, rev)?;
+        let (create_revision, version) = match before {
             Some(at) => (at.created.main, at.version + 1),
             None => (rev.main, 1),
         };
-        self.save(key);
-        self.store.index.put(key, rev)?;
+        if !self.saved.contains_key(key) {
+            self.saved.insert(key.to_vec(), mark);
+        }
         self.store.records.insert(
             rev,
             Record::Put(KeyValue {
