@@ -426,6 +426,11 @@ impl Node {
             applied: applied.index,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            // Appends to a peer that wait in the same Ready go as one
+            // message (and get one response): proposals forwarded by
+            // followers arrive one message each, and without this every
+            // one became its own MsgAppend per follower (BENCHMARKS.md).
+            batch_append: true,
             check_quorum: true,
             pre_vote: cfg.pre_vote,
             ..Default::default()
