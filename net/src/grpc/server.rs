@@ -198,6 +198,13 @@ fn spawn_call(
     let (router, max, active) = (router.clone(), cfg.max_recv_message, active.clone());
     active.set(active.get() + 1);
     glommio::spawn_local(async move {
+        // glommio polls a new task at once; yield first, so the connection
+        // takes every request already read before the calls run and queue
+        // their responses, which it then writes with one send. Run inline,
+        // each call's response went out in its own send: h2 flushes
+        // whenever the connection is polled for the next request (one
+        // `sendto` per request at 256 clients).
+        futures_lite::future::yield_now().await;
         handle_stream(req, respond, router, max).await;
         active.set(active.get() - 1);
     })
