@@ -144,6 +144,8 @@ impl WatchService {
     ) -> Result<(), Status> {
         let mut ws = self.node.watch_hub().new_stream();
         let mut opts: HashMap<WatchId, Opts> = HashMap::new();
+        // Responses are encoded into this buffer, reused across flushes.
+        let mut buf = bytes::BytesMut::new();
         let interval = self.progress_interval();
         let mut next_tick = Instant::now() + interval;
         let election = crate::require_leader::election_timeout(&self.node);
@@ -151,7 +153,7 @@ impl WatchService {
         let mut no_leader_checks = 0;
         let mut half_closed = false;
         loop {
-            self.flush(&mut ws, &tx, &mut opts).await?;
+            self.flush(&mut ws, &tx, &mut opts, &mut buf).await?;
             let wake_at = next_leader_check.map_or(next_tick, |c| c.min(next_tick));
             let wait_tick = wake_at.saturating_duration_since(Instant::now());
             let wake = future::or(
@@ -181,7 +183,7 @@ impl WatchService {
             .await;
             match wake {
                 Wake::Request(Ok(Some(req))) => {
-                    self.handle(req, &mut ws, &tx, &mut opts).await?;
+                    self.handle(req, &mut ws, &tx, &mut opts, &mut buf).await?;
                 }
                 // etcd keeps serving after the client's half-close, until
                 // the client cancels the call.
@@ -225,6 +227,7 @@ impl WatchService {
         ws: &mut WatchStream,
         tx: &ResponseSink,
         opts: &mut HashMap<WatchId, Opts>,
+        buf: &mut bytes::BytesMut,
     ) -> Result<(), Status> {
         use pb::watch_request::RequestUnion as U;
         match req.request_union {
@@ -295,7 +298,7 @@ impl WatchService {
             Some(U::ProgressRequest(_)) => {
                 // Send what is queued first, so the revision reported is not
                 // ahead of events still on their way.
-                self.flush(ws, tx, opts).await?;
+                self.flush(ws, tx, opts, buf).await?;
                 tx.send(&pb::WatchResponse {
                     header: self.header(ws.rev()),
                     // Not tied to a watcher: clients broadcast it to all.
@@ -316,6 +319,7 @@ impl WatchService {
         ws: &mut WatchStream,
         tx: &ResponseSink,
         opts: &mut HashMap<WatchId, Opts>,
+        out: &mut bytes::BytesMut,
     ) -> Result<(), Status> {
         loop {
             let batch = ws.poll().map_err(|_| errors::stopped())?;
@@ -323,21 +327,37 @@ impl WatchService {
                 return Ok(());
             }
             // The watchers of one stream mostly get the same events (the
-            // hub shares them as `Arc`s): encode each once per batch.
+            // hub shares them as `Arc`s): encode each once per batch. The
+            // batch's responses go out as one run of gRPC messages (at most
+            // about `COALESCE_BYTES` per send), not one HTTP/2 send each.
+            // `out` is empty here; once h2 has written and dropped what was
+            // split off it, `reserve` takes the allocation back.
             let mut cache = EncodedEvents::default();
             for n in batch {
-                self.send_notification(n, tx, opts, &mut cache).await?;
+                if out.is_empty() {
+                    out.reserve(COALESCE_BYTES + (8 << 10));
+                }
+                self.add_notification(n, tx, opts, &mut cache, out).await?;
+                if out.len() >= COALESCE_BYTES {
+                    tx.send_frame(out.split().freeze()).await?;
+                }
+            }
+            if !out.is_empty() {
+                tx.send_frame(out.split().freeze()).await?;
             }
             glommio::yield_if_needed().await;
         }
     }
 
-    async fn send_notification(
+    /// Appends `n`'s response to `out`; a fragmented one is sent at once,
+    /// after what `out` held.
+    async fn add_notification(
         &self,
         n: Notification,
         tx: &ResponseSink,
         opts: &mut HashMap<WatchId, Opts>,
         cache: &mut EncodedEvents,
+        out: &mut bytes::BytesMut,
     ) -> Result<(), Status> {
         let o = opts.get_mut(&n.watch_id);
         let (prev_kv, fragment) = o
@@ -352,13 +372,15 @@ impl WatchService {
             ..Default::default()
         };
         if fragment {
+            if !out.is_empty() {
+                tx.send_frame(out.split().freeze()).await?;
+            }
             resp.events = n.events.iter().map(|e| event_to_pb(e, prev_kv)).collect();
             for part in fragments(resp, self.cfg.fragment_bytes) {
                 tx.send(&part).await?;
             }
         } else {
-            tx.send_frame(cache.frame(&resp, &n.events, prev_kv))
-                .await?;
+            cache.append_frame(&resp, &n.events, prev_kv, out);
         }
         if has_events {
             if let Some(ok) = o.and_then(|o| o.progress.as_mut()) {
@@ -372,6 +394,9 @@ impl WatchService {
 
 /// `WatchResponse.events` is field 11 (etcd's rpc.proto).
 const EVENTS_FIELD: u32 = 11;
+
+/// A flush sends its responses in runs of about this many bytes.
+const COALESCE_BYTES: usize = 64 << 10;
 
 /// Each event of a flush encoded once, as the bytes of one `events` entry
 /// of a `WatchResponse` (field key, length, `mvccpb.Event`), keyed by the
@@ -407,25 +432,27 @@ impl EncodedEvents {
         b
     }
 
-    /// One gRPC frame: `head` (a response without events) and `events`.
-    fn frame(
+    /// Appends one gRPC message to `out`: `head` (a response without
+    /// events) and `events`.
+    fn append_frame(
         &mut self,
         head: &pb::WatchResponse,
         events: &[Arc<engine::mvcc::Event>],
         prev_kv: bool,
-    ) -> bytes::Bytes {
+        out: &mut bytes::BytesMut,
+    ) {
         use bytes::BufMut;
         let parts: Vec<bytes::Bytes> = events.iter().map(|e| self.entry(e, prev_kv)).collect();
         let head_len = prost::Message::encoded_len(head);
         let len = head_len + parts.iter().map(|p| p.len()).sum::<usize>();
-        let mut buf = bytes::BytesMut::with_capacity(crate::grpc::codec::HEADER_LEN + len);
-        buf.put_u8(0);
-        buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-        let _ = prost::Message::encode(head, &mut buf);
+        out.reserve(crate::grpc::codec::HEADER_LEN + len);
+        out.put_u8(0);
+        out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        // Only fails for want of capacity, reserved above.
+        let _ = prost::Message::encode(head, out);
         for p in &parts {
-            buf.extend_from_slice(p);
+            out.extend_from_slice(p);
         }
-        buf.freeze()
     }
 }
 
@@ -624,7 +651,10 @@ mod tests {
                     ..head.clone()
                 };
                 let want = crate::grpc::codec::encode_frame(&whole);
-                assert_eq!(cache.frame(&head, &events, prev_kv), want);
+                let mut out = bytes::BytesMut::from(&b"before"[..]);
+                cache.append_frame(&head, &events, prev_kv, &mut out);
+                assert_eq!(&out[..6], b"before");
+                assert_eq!(&out[6..], &want[..]);
                 // And it decodes back to the same response.
                 let got = pb::WatchResponse::decode(&want[5..]).unwrap();
                 assert_eq!(got, whole);

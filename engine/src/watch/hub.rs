@@ -239,6 +239,7 @@ impl Hub {
         } else {
             w.pending += 1;
             w.pending_bytes += bytes;
+            let was_empty = st.queue.is_empty();
             st.queue.push_back(Queued {
                 n: Notification {
                     watch_id: m.id,
@@ -248,6 +249,11 @@ impl Hub {
                 },
                 bytes,
             });
+            // The stream drains its whole queue under the hub lock, so a
+            // queue that was not empty already has its wake-up coming.
+            if !was_empty {
+                return;
+            }
         }
         let _ = st.wake.try_send(());
     }
