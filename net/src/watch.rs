@@ -408,6 +408,9 @@ const COALESCE_BYTES: usize = 64 << 10;
 #[derive(Default)]
 struct EncodedEvents {
     map: HashMap<(usize, bool), (Arc<engine::mvcc::Event>, bytes::Bytes)>,
+    /// The last response header seen and its encoding as field 1 of a
+    /// `WatchResponse` (a flush's responses mostly share one).
+    header: Option<(pb::ResponseHeader, bytes::Bytes)>,
 }
 
 impl EncodedEvents {
@@ -442,14 +445,59 @@ impl EncodedEvents {
         out: &mut bytes::BytesMut,
     ) {
         use bytes::BufMut;
+        use prost::encoding::{bool as pbool, int64};
         let parts: Vec<bytes::Bytes> = events.iter().map(|e| self.entry(e, prev_kv)).collect();
-        let head_len = prost::Message::encoded_len(head);
-        let len = head_len + parts.iter().map(|p| p.len()).sum::<usize>();
-        out.reserve(crate::grpc::codec::HEADER_LEN + len);
-        out.put_u8(0);
-        out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-        // Only fails for want of capacity, reserved above.
-        let _ = prost::Message::encode(head, out);
+        let events_len = parts.iter().map(|p| p.len()).sum::<usize>();
+        // A notification's head is its header (cached), watch_id and, when
+        // compacted, canceled and compact_revision: fields 1, 2, 4, 5 in
+        // prost's order. Anything else goes through prost.
+        let simple = !head.created
+            && head.cancel_reason.is_empty()
+            && !head.fragment
+            && head.events.is_empty();
+        if !simple {
+            let len = prost::Message::encoded_len(head) + events_len;
+            out.reserve(crate::grpc::codec::HEADER_LEN + len);
+            out.put_u8(0);
+            out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+            // Only fails for want of capacity, reserved above.
+            let _ = prost::Message::encode(head, out);
+        } else {
+            let header = match (&head.header, &self.header) {
+                (None, _) => bytes::Bytes::new(),
+                (Some(h), Some((c, b))) if h == c => b.clone(),
+                (Some(h), _) => {
+                    let mut b = bytes::BytesMut::new();
+                    prost::encoding::message::encode(1, h, &mut b);
+                    let b = b.freeze();
+                    self.header = Some((h.clone(), b.clone()));
+                    b
+                }
+            };
+            let mut len = header.len() + events_len;
+            if head.watch_id != 0 {
+                len += int64::encoded_len(2, &head.watch_id);
+            }
+            if head.canceled {
+                len += pbool::encoded_len(4, &head.canceled);
+            }
+            if head.compact_revision != 0 {
+                len += int64::encoded_len(5, &head.compact_revision);
+            }
+            out.reserve(crate::grpc::codec::HEADER_LEN + len);
+            out.put_u8(0);
+            out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+            out.extend_from_slice(&header);
+            if head.watch_id != 0 {
+                int64::encode(2, &head.watch_id, out);
+            }
+            if head.canceled {
+                pbool::encode(4, &head.canceled, out);
+            }
+            if head.compact_revision != 0 {
+                int64::encode(5, &head.compact_revision, out);
+            }
+        }
         for p in &parts {
             out.extend_from_slice(p);
         }
@@ -644,20 +692,40 @@ mod tests {
                 vec![put.clone(), create.clone(), delete.clone()],
                 vec![delete.clone(), put.clone()],
             ] {
-                let mut head = resp(Vec::new());
-                head.watch_id = if prev_kv { 300 } else { 0 };
-                let whole = pb::WatchResponse {
-                    events: events.iter().map(|e| event_to_pb(e, prev_kv)).collect(),
-                    ..head.clone()
-                };
-                let want = crate::grpc::codec::encode_frame(&whole);
-                let mut out = bytes::BytesMut::from(&b"before"[..]);
-                cache.append_frame(&head, &events, prev_kv, &mut out);
-                assert_eq!(&out[..6], b"before");
-                assert_eq!(&out[6..], &want[..]);
-                // And it decodes back to the same response.
-                let got = pb::WatchResponse::decode(&want[5..]).unwrap();
-                assert_eq!(got, whole);
+                for variant in 0..5 {
+                    let mut head = resp(Vec::new());
+                    head.watch_id = if prev_kv { 300 } else { 0 };
+                    match variant {
+                        // Another header than the cached one, then none.
+                        1 => head.header.as_mut().unwrap().revision = 9,
+                        2 => head.header = None,
+                        // A compacted watcher's cancel, negative ids too.
+                        3 => {
+                            head.canceled = true;
+                            head.compact_revision = 4;
+                            head.watch_id = -1;
+                        }
+                        // Fields only prost encodes here.
+                        4 => {
+                            head.created = true;
+                            head.cancel_reason = "r".into();
+                            head.fragment = true;
+                        }
+                        _ => {}
+                    }
+                    let whole = pb::WatchResponse {
+                        events: events.iter().map(|e| event_to_pb(e, prev_kv)).collect(),
+                        ..head.clone()
+                    };
+                    let want = crate::grpc::codec::encode_frame(&whole);
+                    let mut out = bytes::BytesMut::from(&b"before"[..]);
+                    cache.append_frame(&head, &events, prev_kv, &mut out);
+                    assert_eq!(&out[..6], b"before");
+                    assert_eq!(&out[6..], &want[..]);
+                    // And it decodes back to the same response.
+                    let got = pb::WatchResponse::decode(&want[5..]).unwrap();
+                    assert_eq!(got, whole);
+                }
             }
         }
         // Three events, each with and without prev_kv.
