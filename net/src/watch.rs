@@ -34,6 +34,10 @@
 //! per election timeout, without a leader.
 
 use std::collections::HashMap;
+
+/// Maps on the per-event path hash with foldhash (randomly seeded per map),
+/// not SipHash: their keys are watch ids (a stream's own) and addresses.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -143,9 +147,7 @@ impl WatchService {
         require_leader: bool,
     ) -> Result<(), Status> {
         let mut ws = self.node.watch_hub().new_stream();
-        let mut opts: HashMap<WatchId, Opts> = HashMap::new();
-        // Responses are encoded into this buffer, reused across flushes.
-        let mut buf = bytes::BytesMut::new();
+        let mut opts: FastMap<WatchId, Opts> = FastMap::default();
         let interval = self.progress_interval();
         let mut next_tick = Instant::now() + interval;
         let election = crate::require_leader::election_timeout(&self.node);
@@ -153,7 +155,7 @@ impl WatchService {
         let mut no_leader_checks = 0;
         let mut half_closed = false;
         loop {
-            self.flush(&mut ws, &tx, &mut opts, &mut buf).await?;
+            self.flush(&mut ws, &tx, &mut opts).await?;
             let wake_at = next_leader_check.map_or(next_tick, |c| c.min(next_tick));
             let wait_tick = wake_at.saturating_duration_since(Instant::now());
             let wake = future::or(
@@ -183,7 +185,7 @@ impl WatchService {
             .await;
             match wake {
                 Wake::Request(Ok(Some(req))) => {
-                    self.handle(req, &mut ws, &tx, &mut opts, &mut buf).await?;
+                    self.handle(req, &mut ws, &tx, &mut opts).await?;
                 }
                 // etcd keeps serving after the client's half-close, until
                 // the client cancels the call.
@@ -226,8 +228,7 @@ impl WatchService {
         req: pb::WatchRequest,
         ws: &mut WatchStream,
         tx: &ResponseSink,
-        opts: &mut HashMap<WatchId, Opts>,
-        buf: &mut bytes::BytesMut,
+        opts: &mut FastMap<WatchId, Opts>,
     ) -> Result<(), Status> {
         use pb::watch_request::RequestUnion as U;
         match req.request_union {
@@ -298,7 +299,7 @@ impl WatchService {
             Some(U::ProgressRequest(_)) => {
                 // Send what is queued first, so the revision reported is not
                 // ahead of events still on their way.
-                self.flush(ws, tx, opts, buf).await?;
+                self.flush(ws, tx, opts).await?;
                 tx.send(&pb::WatchResponse {
                     header: self.header(ws.rev()),
                     // Not tied to a watcher: clients broadcast it to all.
@@ -318,8 +319,7 @@ impl WatchService {
         &self,
         ws: &mut WatchStream,
         tx: &ResponseSink,
-        opts: &mut HashMap<WatchId, Opts>,
-        out: &mut bytes::BytesMut,
+        opts: &mut FastMap<WatchId, Opts>,
     ) -> Result<(), Status> {
         loop {
             let batch = ws.poll().map_err(|_| errors::stopped())?;
@@ -330,20 +330,24 @@ impl WatchService {
             // hub shares them as `Arc`s): encode each once per batch. The
             // batch's responses go out as one run of gRPC messages (at most
             // about `COALESCE_BYTES` per send), not one HTTP/2 send each.
-            // `out` is empty here; once h2 has written and dropped what was
-            // split off it, `reserve` takes the allocation back.
+            // Each run's buffer is sized from an estimate of what is left,
+            // so a stream holds no buffer between flushes.
             let mut cache = EncodedEvents::default();
+            let mut left: usize = batch.iter().map(size_estimate).sum();
+            let mut out = bytes::BytesMut::new();
             for n in batch {
                 if out.is_empty() {
-                    out.reserve(COALESCE_BYTES + (8 << 10));
+                    out.reserve(left.min(COALESCE_BYTES + (8 << 10)));
                 }
-                self.add_notification(n, tx, opts, &mut cache, out).await?;
+                left = left.saturating_sub(size_estimate(&n));
+                self.add_notification(n, tx, opts, &mut cache, &mut out)
+                    .await?;
                 if out.len() >= COALESCE_BYTES {
                     tx.send_frame(out.split().freeze()).await?;
                 }
             }
             if !out.is_empty() {
-                tx.send_frame(out.split().freeze()).await?;
+                tx.send_frame(out.freeze()).await?;
             }
             glommio::yield_if_needed().await;
         }
@@ -355,7 +359,7 @@ impl WatchService {
         &self,
         n: Notification,
         tx: &ResponseSink,
-        opts: &mut HashMap<WatchId, Opts>,
+        opts: &mut FastMap<WatchId, Opts>,
         cache: &mut EncodedEvents,
         out: &mut bytes::BytesMut,
     ) -> Result<(), Status> {
@@ -398,6 +402,16 @@ const EVENTS_FIELD: u32 = 11;
 /// A flush sends its responses in runs of about this many bytes.
 const COALESCE_BYTES: usize = 64 << 10;
 
+/// About the encoded size of `n`'s response (to size buffers, not exact).
+fn size_estimate(n: &Notification) -> usize {
+    let kv = |kv: &engine::mvcc::KeyValue| 32 + kv.key.len() + kv.value.len();
+    64 + n
+        .events
+        .iter()
+        .map(|e| 8 + kv(&e.kv) + e.prev_kv.as_ref().map_or(0, kv))
+        .sum::<usize>()
+}
+
 /// Each event of a flush encoded once, as the bytes of one `events` entry
 /// of a `WatchResponse` (field key, length, `mvccpb.Event`), keyed by the
 /// hub's `Arc` and whether `prev_kv` is wanted. The entry keeps its `Arc`,
@@ -407,13 +421,22 @@ const COALESCE_BYTES: usize = 64 << 10;
 /// the lower-numbered fields, which is also prost's own order.
 #[derive(Default)]
 struct EncodedEvents {
-    map: HashMap<(usize, bool), (Arc<engine::mvcc::Event>, bytes::Bytes)>,
+    map: FastMap<(usize, bool), (Arc<engine::mvcc::Event>, bytes::Bytes)>,
     /// The last response header seen and its encoding as field 1 of a
     /// `WatchResponse` (a flush's responses mostly share one).
     header: Option<(pb::ResponseHeader, bytes::Bytes)>,
 }
 
 impl EncodedEvents {
+    /// The length of `e`'s encoding, encoding it if it is not cached yet.
+    fn entry_len(&mut self, e: &Arc<engine::mvcc::Event>, prev_kv: bool) -> usize {
+        let key = (Arc::as_ptr(e) as usize, prev_kv);
+        if let Some((_, b)) = self.map.get(&key) {
+            return b.len();
+        }
+        self.entry(e, prev_kv).len()
+    }
+
     fn entry(&mut self, e: &Arc<engine::mvcc::Event>, prev_kv: bool) -> bytes::Bytes {
         let key = (Arc::as_ptr(e) as usize, prev_kv);
         if let Some((_, b)) = self.map.get(&key) {
@@ -446,8 +469,10 @@ impl EncodedEvents {
     ) {
         use bytes::BufMut;
         use prost::encoding::{bool as pbool, int64};
-        let parts: Vec<bytes::Bytes> = events.iter().map(|e| self.entry(e, prev_kv)).collect();
-        let events_len = parts.iter().map(|p| p.len()).sum::<usize>();
+        let events_len = events
+            .iter()
+            .map(|e| self.entry_len(e, prev_kv))
+            .sum::<usize>();
         // A notification's head is its header (cached), watch_id and, when
         // compacted, canceled and compact_revision: fields 1, 2, 4, 5 in
         // prost's order. Anything else goes through prost.
@@ -498,8 +523,11 @@ impl EncodedEvents {
                 int64::encode(5, &head.compact_revision, out);
             }
         }
-        for p in &parts {
-            out.extend_from_slice(p);
+        // Every event is cached by now (`entry_len`).
+        for e in events {
+            if let Some((_, b)) = self.map.get(&(Arc::as_ptr(e) as usize, prev_kv)) {
+                out.extend_from_slice(b);
+            }
         }
     }
 }
