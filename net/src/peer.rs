@@ -2,14 +2,25 @@
 //! on the peer port (`--listen-peer-urls`).
 //!
 //! Sending: the Raft loop queues `(to, message)`; one task per peer batches
-//! whatever is queued into one `Send` call, one call in flight per peer, so
-//! messages to a peer stay in order. A peer that is down costs nothing but
-//! the dropped messages: Raft is built for lossy networks and retries by
-//! itself. Receiving: every message of a batch is stepped into the loop.
+//! whatever is queued and sends it on a long-lived `Stream` call to that
+//! peer, one batch in flight: the next goes once the peer acknowledged the
+//! last (after stepping all of it), so messages to a peer stay in order and
+//! a peer that stops answering is noticed within `ACK_TIMEOUT`. A peer that
+//! is down costs nothing but the dropped messages: Raft is built for lossy
+//! networks and retries by itself. Receiving: every message of a batch is
+//! stepped into the loop, then the batch is acknowledged.
+//!
+//! Why a stream: a unary call per batch cost a new HTTP/2 stream, request
+//! and response headers and trailers, and a task on the receiver, for
+//! every batch; on a stream a batch and its acknowledgement are one DATA
+//! frame each (BENCHMARKS.md, session 4).
 //!
 //! The wire format is ours (members of one cluster are all ferrocd): the
-//! service `ferrocd.raft.Raft`, method `Send`, request `RaftBatch { repeated
-//! bytes msgs = 1 }` (each a raft-rs `eraftpb.Message`), response empty.
+//! service `ferrocd.raft.Raft`, method `Stream`, requests `RaftBatch {
+//! repeated bytes msgs = 1 }` (each a raft-rs `eraftpb.Message`), each
+//! answered by an empty `RaftAck`; a receiver that refuses the sender
+//! (removed from the cluster) ends the call with that error. The unary
+//! method `Send` (one batch, one empty response) is still served.
 //! Snapshots travel on their own calls and connections (`snapshot`).
 
 mod snapshot;
@@ -22,10 +33,17 @@ use std::time::Duration;
 use glommio::timer::sleep;
 use raftcore::Node;
 
-use crate::client::{CallOptions, Client, ClientConfig};
-use crate::grpc::{unary, CallInfo, Code, Router, Status};
+use crate::client::{Client, ClientConfig};
+use crate::client::{StreamRx, StreamTx};
+use crate::grpc::server::{RequestStream, ResponseSink};
+use crate::grpc::{streaming, unary, CallInfo, Code, Router, Status};
 
 pub const SEND_PATH: &str = "/ferrocd.raft.Raft/Send";
+pub const STREAM_PATH: &str = "/ferrocd.raft.Raft/Stream";
+
+/// How long a batch may wait for its acknowledgement before the peer
+/// counts as down and the stream is dropped.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest batch one call carries; more waits for the next call.
 const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -54,6 +72,26 @@ pub struct RaftAck {}
 pub fn register(router: &mut Router, node: Arc<Node>) {
     snapshot::register(router, node.clone());
     let node = Rc::new(node);
+    let stream_node = node.clone();
+    router.add(
+        STREAM_PATH,
+        streaming(
+            move |mut rx: RequestStream, tx: ResponseSink, _: CallInfo| {
+                let node = stream_node.clone();
+                async move {
+                    while let Some(b) = rx.next::<RaftBatch>().await? {
+                        for m in &b.msgs {
+                            node.step(m)
+                                .await
+                                .map_err(|e| Status::new(Code::UNAVAILABLE, e.to_string()))?;
+                        }
+                        tx.send(&RaftAck {}).await?;
+                    }
+                    Ok(())
+                }
+            },
+        ),
+    );
     router.add(
         SEND_PATH,
         unary(move |b: RaftBatch, _: CallInfo| {
@@ -130,10 +168,8 @@ async fn peer_sender(
         connect_timeout: Duration::from_secs(1),
         ..ClientConfig::default()
     };
-    let opts = CallOptions {
-        timeout: Some(Duration::from_secs(5)),
-        ..CallOptions::default()
-    };
+    // The open `Stream` call on `client`, if any.
+    let mut stream: Option<(StreamTx, StreamRx)> = None;
     // The first probe goes out at once.
     let mut quiet = Duration::ZERO;
     loop {
@@ -164,6 +200,7 @@ async fn peer_sender(
         }
         if client.as_ref().is_some_and(|c| c.closed_reason().is_some()) {
             client = None;
+            stream = None;
         }
         if client.is_none() {
             match Client::connect_with(&endpoint, cfg.clone()).await {
@@ -183,20 +220,49 @@ async fn peer_sender(
             }
         }
         if let Some(c) = &client {
-            let r: Result<RaftAck, Status> =
-                c.unary_with(SEND_PATH, &RaftBatch { msgs }, &opts).await;
+            if stream.is_none() {
+                stream = c.streaming(STREAM_PATH, false).await.ok();
+            }
+            let r = match stream.as_mut() {
+                Some((tx, rx)) => send_batch(tx, rx, &RaftBatch { msgs }).await,
+                None => Err(Status::new(
+                    Code::UNAVAILABLE,
+                    "cannot open the peer stream",
+                )),
+            };
             match r {
-                Ok(_) => dir.note_up(id),
+                Ok(()) => dir.note_up(id),
                 // The peer refuses us because we were removed from the
                 // cluster (etcd: HTTP 410 from rafthttp): stop.
                 Err(s) if s.message == raftcore::Error::Removed.to_string() => {
+                    stream = None;
                     dir.mark_removed();
                 }
                 Err(_) => {
                     dir.note_down(id);
+                    stream = None;
                     client = None
                 }
             }
         }
+    }
+}
+
+/// Sends one batch on the peer stream and waits for its acknowledgement
+/// (at most `ACK_TIMEOUT`). Any error leaves the stream unusable.
+async fn send_batch(tx: &mut StreamTx, rx: &mut StreamRx, batch: &RaftBatch) -> Result<(), Status> {
+    tx.send(batch)?;
+    let ack = futures_lite::future::or(async { rx.next::<RaftAck>().await.map(Some) }, async {
+        sleep(ACK_TIMEOUT).await;
+        Ok(None)
+    })
+    .await?;
+    match ack {
+        Some(Some(RaftAck {})) => Ok(()),
+        Some(None) => Err(Status::new(Code::UNAVAILABLE, "peer stream ended")),
+        None => Err(Status::new(
+            Code::UNAVAILABLE,
+            "peer stream: no acknowledgement",
+        )),
     }
 }
