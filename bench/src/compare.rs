@@ -1447,8 +1447,10 @@ mod tests {
             // main.rs hands these two to their own parser.
             if w.args.starts_with("watch-latency") || w.args.starts_with("lease-keepalive") {
                 use crate::stream_cmd::StreamCommand;
-                let (_, cmd) =
+                let (g, cmd) =
                     crate::stream_cmd::parse(&argv).unwrap_or_else(|e| panic!("{}: {e}", w.name));
+                // Connections go to every endpoint, round-robin.
+                assert_eq!(g.endpoints, ["a:1", "b:2"], "{}", w.name);
                 let total = match cmd {
                     StreamCommand::WatchLatency(x) => x.put_total,
                     StreamCommand::LeaseKeepalive(x) => x.total,

@@ -55,9 +55,9 @@ async fn run_local(g: &StreamGlobal, a: &LeaseKeepaliveArgs) -> Result<(Report, 
         ..ClientConfig::default()
     };
     let mut conns = Vec::new();
-    for _ in 0..g.conns {
+    for j in 0..g.conns {
         conns.push(
-            Client::connect_with(&g.endpoint, cfg.clone())
+            Client::connect_with(&g.endpoints[j % g.endpoints.len()], cfg.clone())
                 .await
                 .map_err(|e| e.to_string())?,
         );

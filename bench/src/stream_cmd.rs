@@ -32,7 +32,9 @@ ferrobench [global flags] lease-keepalive [--total 10000]
 /// The global flags the streaming workloads use.
 #[derive(Clone, Debug)]
 pub struct StreamGlobal {
-    pub endpoint: String,
+    /// Connection `j` goes to `endpoints[j % len]` (etcd's tool dials its
+    /// endpoints round-robin).
+    pub endpoints: Vec<String>,
     pub conns: usize,
     pub clients: usize,
     pub json: bool,
@@ -72,7 +74,7 @@ pub struct Extra {
 
 pub(crate) fn parse(argv: &[String]) -> Result<(StreamGlobal, StreamCommand), String> {
     let mut g = StreamGlobal {
-        endpoint: "127.0.0.1:2379".into(),
+        endpoints: vec!["127.0.0.1:2379".into()],
         conns: 1,
         clients: 1,
         json: false,
@@ -129,7 +131,14 @@ pub(crate) fn parse(argv: &[String]) -> Result<(StreamGlobal, StreamCommand), St
         }
         match name.as_str() {
             "endpoints" => {
-                g.endpoint = v.split(',').next().unwrap_or_default().to_string();
+                g.endpoints = v
+                    .split(',')
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if g.endpoints.is_empty() {
+                    return Err("--endpoints: no endpoint".into());
+                }
             }
             "conns" => g.conns = num(&name, &v)?,
             "clients" => g.clients = num(&name, &v)?,

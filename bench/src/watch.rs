@@ -47,9 +47,9 @@ async fn run_local(g: &StreamGlobal, a: &WatchLatencyArgs) -> Result<(Report, Ex
         ..ClientConfig::default()
     };
     let mut clients = Vec::new();
-    for _ in 0..g.conns {
+    for j in 0..g.conns {
         clients.push(
-            Client::connect_with(&g.endpoint, cfg.clone())
+            Client::connect_with(&g.endpoints[j % g.endpoints.len()], cfg.clone())
                 .await
                 .map_err(|e| e.to_string())?,
         );
