@@ -19,8 +19,7 @@
 //! service `ferrocd.raft.Raft`, method `Stream`, requests `RaftBatch {
 //! repeated bytes msgs = 1 }` (each a raft-rs `eraftpb.Message`), each
 //! answered by an empty `RaftAck`; a receiver that refuses the sender
-//! (removed from the cluster) ends the call with that error. The unary
-//! method `Send` (one batch, one empty response) is still served.
+//! (removed from the cluster) ends the call with that error.
 //! Snapshots travel on their own calls and connections (`snapshot`).
 
 mod snapshot;
@@ -33,19 +32,17 @@ use std::time::Duration;
 use glommio::timer::sleep;
 use raftcore::Node;
 
-use crate::client::{Client, ClientConfig};
-use crate::client::{StreamRx, StreamTx};
+use crate::client::{Client, ClientConfig, StreamRx, StreamTx};
 use crate::grpc::server::{RequestStream, ResponseSink};
-use crate::grpc::{streaming, unary, CallInfo, Code, Router, Status};
+use crate::grpc::{streaming, CallInfo, Code, Router, Status};
 
-pub const SEND_PATH: &str = "/ferrocd.raft.Raft/Send";
 pub const STREAM_PATH: &str = "/ferrocd.raft.Raft/Stream";
 
 /// How long a batch may wait for its acknowledgement before the peer
 /// counts as down and the stream is dropped.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Largest batch one call carries; more waits for the next call.
+/// Largest batch sent at once; more waits for the next batch.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// An idle peer gets an empty batch this often, so that its reachability
@@ -72,12 +69,11 @@ pub struct RaftAck {}
 pub fn register(router: &mut Router, node: Arc<Node>) {
     snapshot::register(router, node.clone());
     let node = Rc::new(node);
-    let stream_node = node.clone();
     router.add(
         STREAM_PATH,
         streaming(
             move |mut rx: RequestStream, tx: ResponseSink, _: CallInfo| {
-                let node = stream_node.clone();
+                let node = node.clone();
                 async move {
                     while let Some(b) = rx.next::<RaftBatch>().await? {
                         for m in &b.msgs {
@@ -91,20 +87,6 @@ pub fn register(router: &mut Router, node: Arc<Node>) {
                 }
             },
         ),
-    );
-    router.add(
-        SEND_PATH,
-        unary(move |b: RaftBatch, _: CallInfo| {
-            let node = node.clone();
-            async move {
-                for m in &b.msgs {
-                    node.step(m)
-                        .await
-                        .map_err(|e| Status::new(Code::UNAVAILABLE, e.to_string()))?;
-                }
-                Ok::<_, Status>(RaftAck {})
-            }
-        }),
     );
 }
 
@@ -230,17 +212,18 @@ async fn peer_sender(
                     "cannot open the peer stream",
                 )),
             };
+            if r.is_err() {
+                stream = None;
+            }
             match r {
                 Ok(()) => dir.note_up(id),
                 // The peer refuses us because we were removed from the
                 // cluster (etcd: HTTP 410 from rafthttp): stop.
                 Err(s) if s.message == raftcore::Error::Removed.to_string() => {
-                    stream = None;
                     dir.mark_removed();
                 }
                 Err(_) => {
                     dir.note_down(id);
-                    stream = None;
                     client = None
                 }
             }
