@@ -266,12 +266,7 @@ fn stalled_streams(per_stream: &[Rc<Cell<usize>>], want: usize, conns: usize) ->
         "{} of {} streams incomplete: {}",
         stalled.len(),
         per_stream.len(),
-        stalled
-            .iter()
-            .take(12)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
+        stalled[..stalled.len().min(12)].join(", ")
     )
 }
 

@@ -34,10 +34,6 @@
 //! per election timeout, without a leader.
 
 use std::collections::HashMap;
-
-/// Maps on the per-event path hash with foldhash (randomly seeded per map),
-/// not SipHash: their keys are watch ids (a stream's own) and addresses.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -54,6 +50,10 @@ use crate::grpc::server::{RequestStream, ResponseSink};
 use crate::grpc::{streaming, CallInfo, Router, Status};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::mvccpb;
+
+/// Maps on the per-event path hash with foldhash (randomly seeded per map),
+/// not SipHash: their keys are watch ids (a stream's own) and addresses.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// etcd's `maxNoLeaderCnt`: a stream opened with `hasleader: true` ends
 /// with "etcdserver: no leader" once this member has seen no leader at this
@@ -428,19 +428,11 @@ struct EncodedEvents {
 }
 
 impl EncodedEvents {
-    /// The length of `e`'s encoding, encoding it if it is not cached yet.
+    /// The length of `e`'s encoding, encoding and caching it first if new.
     fn entry_len(&mut self, e: &Arc<engine::mvcc::Event>, prev_kv: bool) -> usize {
         let key = (Arc::as_ptr(e) as usize, prev_kv);
         if let Some((_, b)) = self.map.get(&key) {
             return b.len();
-        }
-        self.entry(e, prev_kv).len()
-    }
-
-    fn entry(&mut self, e: &Arc<engine::mvcc::Event>, prev_kv: bool) -> bytes::Bytes {
-        let key = (Arc::as_ptr(e) as usize, prev_kv);
-        if let Some((_, b)) = self.map.get(&key) {
-            return b.clone();
         }
         let ev = event_to_pb(e, prev_kv);
         let body = prost::Message::encoded_len(&ev);
@@ -453,9 +445,20 @@ impl EncodedEvents {
         prost::encoding::encode_varint(body as u64, &mut buf);
         // Only fails for want of capacity, which `buf` grows to have.
         let _ = prost::Message::encode(&ev, &mut buf);
-        let b = buf.freeze();
-        self.map.insert(key, (e.clone(), b.clone()));
-        b
+        let len = buf.len();
+        self.map.insert(key, (e.clone(), buf.freeze()));
+        len
+    }
+
+    /// The encoding of `header` as field 1, from the cache (re-encoded when
+    /// the header differs from the cached one).
+    fn header(&mut self, header: &pb::ResponseHeader) -> &[u8] {
+        if self.header.as_ref().is_none_or(|(h, _)| h != header) {
+            let mut b = bytes::BytesMut::new();
+            prost::encoding::message::encode(1, header, &mut b);
+            self.header = Some((header.clone(), b.freeze()));
+        }
+        self.header.as_ref().map_or(&[], |(_, b)| b)
     }
 
     /// Appends one gRPC message to `out`: `head` (a response without
@@ -480,39 +483,31 @@ impl EncodedEvents {
             && head.cancel_reason.is_empty()
             && !head.fragment
             && head.events.is_empty();
-        if !simple {
-            let len = prost::Message::encoded_len(head) + events_len;
-            out.reserve(crate::grpc::codec::HEADER_LEN + len);
-            out.put_u8(0);
-            out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-            // Only fails for want of capacity, reserved above.
-            let _ = prost::Message::encode(head, out);
-        } else {
-            let header = match (&head.header, &self.header) {
-                (None, _) => bytes::Bytes::new(),
-                (Some(h), Some((c, b))) if h == c => b.clone(),
-                (Some(h), _) => {
-                    let mut b = bytes::BytesMut::new();
-                    prost::encoding::message::encode(1, h, &mut b);
-                    let b = b.freeze();
-                    self.header = Some((h.clone(), b.clone()));
-                    b
-                }
-            };
-            let mut len = header.len() + events_len;
+        let header: &[u8] = match (&head.header, simple) {
+            (Some(h), true) => self.header(h),
+            _ => &[],
+        };
+        let head_len = if simple {
+            let mut n = header.len();
             if head.watch_id != 0 {
-                len += int64::encoded_len(2, &head.watch_id);
+                n += int64::encoded_len(2, &head.watch_id);
             }
             if head.canceled {
-                len += pbool::encoded_len(4, &head.canceled);
+                n += pbool::encoded_len(4, &head.canceled);
             }
             if head.compact_revision != 0 {
-                len += int64::encoded_len(5, &head.compact_revision);
+                n += int64::encoded_len(5, &head.compact_revision);
             }
-            out.reserve(crate::grpc::codec::HEADER_LEN + len);
-            out.put_u8(0);
-            out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-            out.extend_from_slice(&header);
+            n
+        } else {
+            prost::Message::encoded_len(head)
+        };
+        let len = head_len + events_len;
+        out.reserve(crate::grpc::codec::HEADER_LEN + len);
+        out.put_u8(0);
+        out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        if simple {
+            out.extend_from_slice(header);
             if head.watch_id != 0 {
                 int64::encode(2, &head.watch_id, out);
             }
@@ -522,6 +517,9 @@ impl EncodedEvents {
             if head.compact_revision != 0 {
                 int64::encode(5, &head.compact_revision, out);
             }
+        } else {
+            // Only fails for want of capacity, reserved above.
+            let _ = prost::Message::encode(head, out);
         }
         // Every event is cached by now (`entry_len`).
         for e in events {

@@ -3,12 +3,6 @@
 //! `engine::watch`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-
-/// The hub's maps are looked up once per (event, watcher) on publish:
-/// foldhash (randomly seeded, as std's SipHash, but several times faster
-/// on these small keys) instead of SipHash, which was ~6% of a 10,000
-/// watcher publish.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -18,6 +12,12 @@ use super::{
     WatchRequest,
 };
 use crate::mvcc::{Event, EventPage, Store};
+
+/// The hub's maps are looked up once per (event, watcher) on publish:
+/// foldhash (randomly seeded, as std's SipHash, but several times faster
+/// on these small keys) instead of SipHash, which was ~6% of a 10,000
+/// watcher publish.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 type StreamId = u64;
 
